@@ -1,0 +1,28 @@
+"""`python -m flinkop`: run the operator against the current kubeconfig (or in-cluster config)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import kopf
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m flinkop", description=__doc__)
+    parser.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+
+    import flinkop.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.run(
+        standalone=True,
+        namespaces=args.namespace or [],
+        clusterwide=not args.namespace,
+    )
+
+
+if __name__ == "__main__":
+    main()

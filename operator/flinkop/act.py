@@ -1,0 +1,40 @@
+"""Act: carry out the one side effect the planner chose, on the Flink cluster."""
+
+from __future__ import annotations
+
+from flinkop.actions import Action, CancelJob, DeleteJar, SubmitJob, TriggerSavepoint, UploadJar
+from flinkop.flink_client import FlinkClient
+from flinkop.jars import cluster_name
+
+
+def perform(client: FlinkClient, action: Action) -> None:
+    """Raises FlinkError (FlinkUnreachable when Flink was not reached) when the action failed."""
+    if isinstance(action, UploadJar):
+        client.upload_jar(action.local_path, cluster_name(action.sha256, action.uri))
+    elif isinstance(action, TriggerSavepoint):
+        if action.mode == "stop":
+            client.stop_with_savepoint(
+                action.job_id, trigger_id=action.trigger_id, target_directory=action.directory, drain=action.drain
+            )
+        else:
+            client.trigger_savepoint(
+                action.job_id,
+                trigger_id=action.trigger_id,
+                target_directory=action.directory,
+                cancel_job=action.mode == "cancel",
+            )
+    elif isinstance(action, CancelJob):
+        client.cancel_job(action.job_id)
+    elif isinstance(action, SubmitJob):
+        d = action.deployment
+        client.run_jar(
+            action.jar_id,
+            job_id=action.job_id,
+            parallelism=d.parallelism,
+            entry_class=d.entry_class,
+            args=list(d.args),
+            savepoint_path=action.savepoint_path,
+            allow_non_restored_state=action.allow_non_restored_state,
+        )
+    elif isinstance(action, DeleteJar):
+        client.delete_jar(action.jar_id)

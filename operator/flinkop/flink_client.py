@@ -1,0 +1,333 @@
+"""The Flink REST client: every call the operator makes to a Flink session cluster.
+
+Each method is one REST call with a timeout. Reads and idempotent writes are retried on
+connection errors and 502/503/504; errors say which call on which cluster failed and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import requests
+
+SavepointStatus = Literal["IN_PROGRESS", "COMPLETED", "FAILED", "UNKNOWN"]
+TERMINAL_JOB_STATES = frozenset({"FINISHED", "CANCELED", "FAILED", "SUSPENDED"})
+_RETRYABLE_HTTP = frozenset({502, 503, 504})
+
+
+class FlinkError(Exception):
+    """A Flink REST call failed. `status` is the HTTP status, None when Flink was not reached."""
+
+    def __init__(self, call: str, url: str, detail: str, status: int | None = None) -> None:
+        self.call = call
+        self.url = url
+        self.detail = detail
+        self.status = status
+        super().__init__(f"Flink REST {call} at {url} failed: {detail}")
+
+
+class FlinkUnreachable(FlinkError):
+    """Flink did not answer at all (connection refused, timeout, DNS)."""
+
+
+class FlinkNotFound(FlinkError):
+    """Flink answered 404: the job, jar or trigger does not exist there."""
+
+
+@dataclass(frozen=True)
+class VertexInfo:
+    id: str
+    name: str
+    parallelism: int
+    status: str
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: str
+    name: str
+    state: str
+    vertices: tuple[VertexInfo, ...] = ()
+    start_time_ms: int = 0
+
+    @property
+    def all_vertices_running(self) -> bool:
+        return self.state == "RUNNING" and bool(self.vertices) and all(v.status == "RUNNING" for v in self.vertices)
+
+    @property
+    def parallelism(self) -> int:
+        return max((v.parallelism for v in self.vertices), default=0)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_JOB_STATES
+
+
+@dataclass(frozen=True)
+class SavepointOperation:
+    status: SavepointStatus
+    location: str | None = None
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class JarFile:
+    id: str
+    name: str
+    uploaded_ms: int = 0
+
+
+@dataclass(frozen=True)
+class LatestSavepoint:
+    path: str
+    trigger_timestamp_ms: int
+
+
+@dataclass
+class FlinkClient:
+    base_url: str
+    timeout: float = 10.0
+    retries: int = 2
+    retry_backoff: float = 0.5
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def __post_init__(self) -> None:
+        self.base_url = self.base_url.rstrip("/")
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _request(
+        self,
+        call: str,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        files: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+        retry: bool = True,
+        timeout: float | None = None,
+    ) -> Any:
+        url = f"{self.base_url}{path}"
+        attempts = 1 + (self.retries if retry else 0)
+        last: FlinkError | None = None
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(self.retry_backoff * attempt)
+            try:
+                resp = self.session.request(
+                    method, url, json=json, files=files, params=params, timeout=timeout or self.timeout
+                )
+            except requests.Timeout as exc:
+                last = FlinkUnreachable(call, url, f"no answer within {timeout or self.timeout:g} s ({exc})")
+                continue
+            except requests.ConnectionError as exc:
+                last = FlinkUnreachable(call, url, f"cannot connect ({_short(exc)})")
+                continue
+            if resp.status_code in _RETRYABLE_HTTP:
+                last = FlinkError(call, url, f"HTTP {resp.status_code}: {_errors(resp)}", resp.status_code)
+                continue
+            if resp.status_code == 404:
+                raise FlinkNotFound(call, url, f"HTTP 404: {_errors(resp)}", 404)
+            if resp.status_code >= 400:
+                raise FlinkError(call, url, f"HTTP {resp.status_code}: {_errors(resp)}", resp.status_code)
+            if not resp.content:
+                return {}
+            try:
+                return resp.json()
+            except ValueError as exc:
+                raise FlinkError(call, url, f"answer is not JSON: {resp.text[:200]!r}") from exc
+        assert last is not None
+        raise last
+
+    # -- cluster ---------------------------------------------------------------------------
+
+    def config(self) -> dict[str, str]:
+        """The JobManager's configuration (`GET /jobmanager/config`) as a key -> value map."""
+        entries = self._request("read cluster configuration", "GET", "/jobmanager/config")
+        return {str(e["key"]): str(e["value"]) for e in entries}
+
+    def overview(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("read cluster overview", "GET", "/overview")
+        return result
+
+    # -- jars ------------------------------------------------------------------------------
+
+    def list_jars(self) -> list[JarFile]:
+        body = self._request("list jars", "GET", "/jars")
+        return [
+            JarFile(id=str(f["id"]), name=str(f["name"]), uploaded_ms=int(f.get("uploaded", 0)))
+            for f in body.get("files", [])
+        ]
+
+    def upload_jar(self, path: Path, name: str) -> str:
+        """Uploads a jar under `name`; returns its jar id. Not retried: an upload is not idempotent."""
+        with open(path, "rb") as fh:
+            body = self._request(
+                f"upload jar {name}",
+                "POST",
+                "/jars/upload",
+                files={"jarfile": (name, fh, "application/x-java-archive")},
+                retry=False,
+                timeout=max(self.timeout, 120.0),
+            )
+        filename = str(body.get("filename", ""))
+        if not filename:
+            raise FlinkError(f"upload jar {name}", f"{self.base_url}/jars/upload", f"no filename in {body!r}")
+        return filename.rsplit("/", 1)[-1]
+
+    def delete_jar(self, jar_id: str) -> None:
+        with contextlib.suppress(FlinkNotFound):
+            self._request(f"delete jar {jar_id}", "DELETE", f"/jars/{jar_id}")
+
+    def run_jar(
+        self,
+        jar_id: str,
+        *,
+        job_id: str,
+        parallelism: int,
+        entry_class: str | None,
+        args: list[str],
+        savepoint_path: str | None,
+        allow_non_restored_state: bool,
+    ) -> str:
+        """`flink run [-s savepoint] [-n]`: starts the jar as job `job_id`. Returns the job id."""
+        body: dict[str, Any] = {
+            "jobId": job_id,
+            "parallelism": parallelism,
+            "programArgsList": list(args),
+            "allowNonRestoredState": allow_non_restored_state,
+        }
+        if entry_class:
+            body["entryClass"] = entry_class
+        if savepoint_path:
+            body["savepointPath"] = savepoint_path
+        # Not retried here: a resubmission is decided by the planner, which first checks
+        # whether job `job_id` exists.
+        answer = self._request(
+            f"run jar {jar_id} as job {job_id}",
+            "POST",
+            f"/jars/{jar_id}/run",
+            json=body,
+            retry=False,
+            timeout=max(self.timeout, 120.0),
+        )
+        return str(answer.get("jobid", job_id))
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> JobInfo:
+        body = self._request(f"read job {job_id}", "GET", f"/jobs/{job_id}")
+        vertices = tuple(
+            VertexInfo(
+                id=str(v.get("id", "")),
+                name=str(v.get("name", "")),
+                parallelism=int(v.get("parallelism", 0)),
+                status=str(v.get("status", "")),
+            )
+            for v in body.get("vertices", [])
+        )
+        return JobInfo(
+            id=str(body.get("jid", job_id)),
+            name=str(body.get("name", "")),
+            state=str(body.get("state", "")),
+            vertices=vertices,
+            start_time_ms=int(body.get("start-time", 0) or 0),
+        )
+
+    def job_root_exception(self, job_id: str) -> str | None:
+        """The first line-ish of the job's root exception, with the deepest cause Flink gives."""
+        body = self._request(f"read exceptions of job {job_id}", "GET", f"/jobs/{job_id}/exceptions")
+        history = body.get("exceptionHistory", {}).get("entries", [])
+        text = body.get("root-exception") or (history[0].get("stacktrace") if history else None)
+        if not text:
+            return None
+        return summarize_exception(str(text))
+
+    def cancel_job(self, job_id: str) -> None:
+        self._request(f"cancel job {job_id}", "PATCH", f"/jobs/{job_id}", params={"mode": "cancel"})
+
+    def stop_with_savepoint(self, job_id: str, *, trigger_id: str, target_directory: str, drain: bool) -> str:
+        """`flink stop`: triggers stop-with-savepoint with our own trigger id (idempotent)."""
+        body = {"targetDirectory": target_directory, "drain": drain, "triggerId": trigger_id}
+        answer = self._request(f"stop job {job_id} with a savepoint", "POST", f"/jobs/{job_id}/stop", json=body)
+        return str(answer.get("request-id", trigger_id))
+
+    def trigger_savepoint(self, job_id: str, *, trigger_id: str, target_directory: str, cancel_job: bool) -> str:
+        """`flink savepoint` (cancel_job=False) or `flink cancel -s` (cancel_job=True)."""
+        body = {"target-directory": target_directory, "cancel-job": cancel_job, "triggerId": trigger_id}
+        what = "cancel job {0} with a savepoint" if cancel_job else "take a savepoint of job {0}"
+        answer = self._request(what.format(job_id), "POST", f"/jobs/{job_id}/savepoints", json=body)
+        return str(answer.get("request-id", trigger_id))
+
+    def savepoint_status(self, job_id: str, trigger_id: str) -> SavepointOperation:
+        try:
+            body = self._request(
+                f"read savepoint {trigger_id} of job {job_id}",
+                "GET",
+                f"/jobs/{job_id}/savepoints/{trigger_id}",
+            )
+        except FlinkNotFound:
+            return SavepointOperation("UNKNOWN")
+        except FlinkError as exc:
+            # Flink answers 500 "Unknown trigger id" / "Unknown job" for triggers it never saw.
+            if exc.status is not None and "nknown" in exc.detail:
+                return SavepointOperation("UNKNOWN")
+            raise
+        state = str(body.get("status", {}).get("id", ""))
+        if state == "IN_PROGRESS":
+            return SavepointOperation("IN_PROGRESS")
+        operation = body.get("operation") or {}
+        cause = operation.get("failure-cause")
+        if cause:
+            text = cause.get("stack-trace") or cause.get("class") or str(cause)
+            return SavepointOperation("FAILED", failure=summarize_exception(str(text)))
+        location = operation.get("location")
+        if location:
+            return SavepointOperation("COMPLETED", location=str(location))
+        return SavepointOperation("FAILED", failure=f"savepoint finished without a location: {body!r}")
+
+    def latest_savepoint(self, job_id: str) -> LatestSavepoint | None:
+        """The job's latest completed savepoint, from its checkpoint statistics."""
+        body = self._request(f"read checkpoints of job {job_id}", "GET", f"/jobs/{job_id}/checkpoints")
+        latest = (body.get("latest") or {}).get("savepoint") or {}
+        path = latest.get("external_path")
+        if not path:
+            return None
+        return LatestSavepoint(path=str(path), trigger_timestamp_ms=int(latest.get("trigger_timestamp", 0)))
+
+
+def summarize_exception(text: str, limit: int = 400) -> str:
+    """Flink's stack traces, cut to what a person needs: the deepest 'Caused by' message."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    causes = [ln for ln in lines if ln.startswith("Caused by:")]
+    chosen = causes[-1][len("Caused by:") :].strip() if causes else lines[0]
+    for ln in lines:
+        if "Cannot map checkpoint/savepoint state" in ln:
+            chosen = ln.removeprefix("Caused by:").strip()
+            break
+    return chosen if len(chosen) <= limit else chosen[: limit - 1] + "…"
+
+
+def _errors(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:300] or resp.reason
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if errors:
+        return summarize_exception("\n".join(str(e) for e in errors))
+    return str(body)[:300]
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    if "Connection refused" in text:
+        return "connection refused"
+    return text[:200]

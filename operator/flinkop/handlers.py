@@ -1,0 +1,93 @@
+"""The kopf handlers: thin decorators that run a reconcile pass and tell kopf when to return."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+
+from flinkop import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
+from flinkop.jars import JarFetcher
+from flinkop.kube import Conflict, StatusStore
+from flinkop.plan import Event
+from flinkop.reconcile import Clients, PassResult, forget_resource, resource_lock, run_pass
+from flinkop.settings import OperatorSettings
+
+SETTINGS = OperatorSettings.from_env()
+_clients = Clients(timeout=SETTINGS.flink_timeout)
+_fetcher = JarFetcher(SETTINGS.jar_cache_dir, SETTINGS.max_jar_bytes)
+_store: StatusStore | None = None
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _store
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.execution.max_workers = 32
+    _store = StatusStore()
+
+
+def _pass(body: kopf.Body, deleting: bool = False) -> PassResult:
+    assert _store is not None, "the operator was not started through its startup handler"
+    meta = body["metadata"]
+    deadline = None
+    if deleting and meta.get("deletionTimestamp"):
+        started = datetime.strptime(meta["deletionTimestamp"], "%Y-%m-%dT%H:%M:%SZ")
+        deadline = started + timedelta(seconds=SETTINGS.delete_timeout)
+
+    def emit(event: Event) -> None:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+    with resource_lock(meta["uid"]):
+        try:
+            return run_pass(
+                spec=body.get("spec", {}),
+                status=body.get("status"),
+                generation=int(meta.get("generation", 0)),
+                clients=_clients,
+                fetcher=_fetcher,
+                write_status=_store.writer(meta["namespace"], meta["name"], meta["resourceVersion"]),
+                emit=emit,
+                deleting=deleting,
+                delete_deadline=deadline,
+                now=datetime.now(UTC).replace(tzinfo=None),
+            )
+        except Conflict as exc:
+            raise kopf.TemporaryError(f"{exc}; looking again", delay=0.5) from exc
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def on_change(body: kopf.Body, **_: Any) -> None:
+    """Runs passes until the spec is reached (or stalled), coming back while steps are in flight."""
+    result = _pass(body)
+    if result.requeue_after is not None:
+        raise kopf.TemporaryError(result.decision.status.message or "in progress", delay=result.requeue_after)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.observe_interval, initial_delay=SETTINGS.observe_interval)
+def on_timer(body: kopf.Body, **_: Any) -> None:
+    """Looks at a resource at rest: notices a job that failed or was cancelled outside the operator."""
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    with contextlib.suppress(kopf.TemporaryError):  # a concurrent write won; the next tick looks again
+        _pass(body)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def on_delete(body: kopf.Body, **_: Any) -> None:
+    """Stops the job with a final savepoint before the resource is released."""
+    result = _pass(body, deleting=True)
+    if not result.done_deleting:
+        raise kopf.TemporaryError(result.decision.status.message or "deleting", delay=result.requeue_after or 1.0)
+    forget_resource(body["metadata"]["uid"])

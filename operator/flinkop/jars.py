@@ -1,0 +1,130 @@
+"""Fetching and checking job jars: `file://`, `http://`, `https://`, digest and jar format.
+
+A fetched jar is kept in a local cache named by its digest; on the cluster it is uploaded under
+a name that carries the digest, so that an upload of the same content is found and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import requests
+
+DOWNLOAD_TIMEOUT = 30.0
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+_REMOTE_CACHE_SECONDS = 60.0
+
+
+class JarError(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason  # JarFetchFailed | JarDigestMismatch | NotAJar | JarTooLarge
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class LocalJar:
+    path: Path
+    sha256: str
+
+
+def cluster_name(sha256: str, uri: str) -> str:
+    """The file name a jar is uploaded under: its digest first, then its own name."""
+    base = Path(unquote(urlparse(uri).path)).name or "job.jar"
+    if not base.endswith(".jar"):
+        base += ".jar"
+    return f"flinkop-{sha256[:20]}-{base}"
+
+
+def is_cluster_name_for(name: str, sha256: str) -> bool:
+    return name.startswith(f"flinkop-{sha256[:20]}-")
+
+
+class JarFetcher:
+    def __init__(self, cache_dir: Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "flinkop-jars"
+        self.max_bytes = max_bytes
+        self._file_digests: dict[tuple[str, int, int], str] = {}
+        self._remote: dict[str, tuple[float, LocalJar]] = {}
+
+    def fetch(self, uri: str, expected_sha256: str | None) -> LocalJar:
+        parsed = urlparse(uri)
+        if parsed.scheme == "file":
+            jar = self._local(Path(unquote(parsed.path)), uri)
+        elif parsed.scheme in ("http", "https"):
+            jar = self._remote_jar(uri)
+        else:
+            raise JarError("JarFetchFailed", f"jar {uri}: scheme {parsed.scheme!r} is not file, http or https")
+        if expected_sha256 and jar.sha256 != expected_sha256.lower():
+            raise JarError(
+                "JarDigestMismatch",
+                f"jar {uri} has sha256 {jar.sha256}, not the {expected_sha256.lower()} that spec.jar.sha256 "
+                "requires; it was not submitted",
+            )
+        return jar
+
+    def _local(self, path: Path, uri: str) -> LocalJar:
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise JarError("JarFetchFailed", f"jar {uri} cannot be read: {exc.strerror or exc}") from exc
+        if st.st_size > self.max_bytes:
+            raise JarError("JarTooLarge", f"jar {uri} is {st.st_size} bytes, over the limit of {self.max_bytes}")
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        digest = self._file_digests.get(key)
+        if digest is None:
+            digest = _sha256_file(path)
+            self._check_jar(path, uri)
+            self._file_digests[key] = digest
+        return LocalJar(path, digest)
+
+    def _remote_jar(self, uri: str) -> LocalJar:
+        cached = self._remote.get(uri)
+        if cached and time.monotonic() - cached[0] < _REMOTE_CACHE_SECONDS and cached[1].path.exists():
+            return cached[1]
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=self.cache_dir, suffix=".part")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    with requests.get(uri, stream=True, timeout=DOWNLOAD_TIMEOUT) as resp:
+                        if resp.status_code != 200:
+                            raise JarError("JarFetchFailed", f"jar {uri} could not be fetched: HTTP {resp.status_code}")
+                        for chunk in resp.iter_content(chunk_size=1 << 16):
+                            size += len(chunk)
+                            if size > self.max_bytes:
+                                raise JarError("JarTooLarge", f"jar {uri} is over the limit of {self.max_bytes} bytes")
+                            digest.update(chunk)
+                            out.write(chunk)
+                except requests.RequestException as exc:
+                    raise JarError("JarFetchFailed", f"jar {uri} could not be fetched: {exc}") from exc
+            self._check_jar(tmp, uri)
+            final = self.cache_dir / f"{digest.hexdigest()}.jar"
+            tmp.replace(final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        jar = LocalJar(final, digest.hexdigest())
+        self._remote[uri] = (time.monotonic(), jar)
+        return jar
+
+    @staticmethod
+    def _check_jar(path: Path, uri: str) -> None:
+        if not zipfile.is_zipfile(path):
+            raise JarError("NotAJar", f"{uri} is not a jar (not a zip archive); it was not submitted")
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 16), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

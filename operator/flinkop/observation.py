@@ -1,0 +1,52 @@
+"""What one reconcile pass saw of Flink and of the job's jar, as a plain value for the planner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from flinkop.flink_client import JobInfo, LatestSavepoint, SavepointOperation
+
+
+@dataclass(frozen=True)
+class JarCheck:
+    """The jar of the deployment that the next submission would use."""
+
+    uri: str
+    sha256: str | None = None  # digest of the fetched file, when it could be fetched
+    local_path: Path | None = None
+    cluster_jar_id: str | None = None  # an uploaded jar with that digest, when there is one
+    error_reason: str | None = None  # JarFetchFailed | JarDigestMismatch | NotAJar
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A Flink job as seen: `info` is None when Flink does not know the job (404)."""
+
+    job_id: str
+    info: JobInfo | None
+    failure: str | None = None  # root exception, read when the job is FAILED
+
+    @property
+    def missing(self) -> bool:
+        return self.info is None
+
+    @property
+    def active(self) -> bool:
+        return self.info is not None and not self.info.terminal
+
+    @property
+    def state(self) -> str:
+        return self.info.state if self.info else "MISSING"
+
+
+@dataclass(frozen=True)
+class Observation:
+    flink_error: str | None = None  # Flink could not be reached: nothing else is known
+    cluster_savepoint_dir: str | None = None
+    job: JobView | None = None  # status.jobId's job (or the job an upgrade started from)
+    new_job: JobView | None = None  # the job an upgrade in flight submits
+    savepoint: SavepointOperation | None = None  # the upgrade's savepoint trigger
+    latest_savepoint: LatestSavepoint | None = None  # fallback when the trigger is forgotten
+    jar: JarCheck | None = None

@@ -1,0 +1,115 @@
+"""Observe: read what the planner needs from Flink (and the jar's source) into an Observation.
+
+Reads only: nothing here changes Flink. What is read depends on the status, so that a job at
+rest costs one request per pass.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flinkop import status as st
+from flinkop.flink_client import FlinkClient, FlinkError, FlinkNotFound
+from flinkop.jars import JarError, JarFetcher, is_cluster_name_for
+from flinkop.observation import JarCheck, JobView, Observation
+from flinkop.spec import Deployment, FlinkJobSpec
+from flinkop.status import Status
+
+_CONFIG_TTL = 30.0
+_config_cache: dict[str, tuple[float, str | None]] = {}
+
+
+def jar_to_check(spec: FlinkJobSpec, status: Status, deleting: bool) -> Deployment | None:
+    """The deployment whose jar the next submission would use, if one may be needed soon."""
+    if deleting:
+        return None
+    up = status.upgrade
+    if up is not None:
+        return up.target if up.step in (st.SUBMITTING, st.STARTING) else None
+    if status.deployed is None or status.deployed.fingerprint != spec.deployment.fingerprint:
+        return spec.deployment
+    return None
+
+
+def observe(
+    spec: FlinkJobSpec, status: Status, client: FlinkClient, fetcher: JarFetcher, deleting: bool = False
+) -> Observation:
+    try:
+        return _observe(spec, status, client, fetcher, deleting)
+    except FlinkError as exc:
+        return Observation(flink_error=str(exc.detail if exc.status is None else exc))
+
+
+def _observe(
+    spec: FlinkJobSpec, status: Status, client: FlinkClient, fetcher: JarFetcher, deleting: bool
+) -> Observation:
+    up = status.upgrade
+    job_id = (up.from_job_id if up is not None and up.from_job_id else None) or status.job_id
+    job = _job_view(client, job_id) if job_id else None
+    new_job = _job_view(client, up.new_job_id) if up is not None and up.new_job_id else None
+
+    savepoint = None
+    latest = None
+    if up is not None and up.step == st.SAVEPOINTING and up.from_job_id:
+        if up.trigger_id:
+            savepoint = client.savepoint_status(up.from_job_id, up.trigger_id)
+        forgotten = savepoint is None or savepoint.status == "UNKNOWN"
+        if forgotten and job is not None and not job.active and not job.missing:
+            latest = client.latest_savepoint(up.from_job_id)
+
+    cluster_dir = None
+    if spec.savepoint_directory is None and (job_id or deleting):
+        cluster_dir = _cluster_savepoint_dir(client)
+
+    jar = None
+    target = jar_to_check(spec, status, deleting)
+    if target is not None:
+        jar = _check_jar(client, fetcher, target)
+    elif job_id is None:
+        client.overview()  # nothing else was read: make sure Flink answers at all
+    return Observation(
+        cluster_savepoint_dir=cluster_dir,
+        job=job,
+        new_job=new_job,
+        savepoint=savepoint,
+        latest_savepoint=latest,
+        jar=jar,
+    )
+
+
+def _job_view(client: FlinkClient, job_id: str) -> JobView:
+    try:
+        info = client.job(job_id)
+    except FlinkNotFound:
+        return JobView(job_id, None)
+    failure = None
+    if info.state == "FAILED":
+        try:
+            failure = client.job_root_exception(job_id)
+        except FlinkNotFound:
+            failure = None
+    return JobView(job_id, info, failure)
+
+
+def _cluster_savepoint_dir(client: FlinkClient) -> str | None:
+    cached = _config_cache.get(client.base_url)
+    if cached and time.monotonic() - cached[0] < _CONFIG_TTL:
+        return cached[1]
+    value = client.config().get("state.savepoints.dir") or None
+    _config_cache[client.base_url] = (time.monotonic(), value)
+    return value
+
+
+def _check_jar(client: FlinkClient, fetcher: JarFetcher, target: Deployment) -> JarCheck:
+    try:
+        local = fetcher.fetch(target.jar_uri, target.jar_sha256)
+    except JarError as exc:
+        return JarCheck(uri=target.jar_uri, error_reason=exc.reason, error=str(exc))
+    uploaded = [j for j in client.list_jars() if is_cluster_name_for(j.name, local.sha256)]
+    uploaded.sort(key=lambda j: j.uploaded_ms)
+    return JarCheck(
+        uri=target.jar_uri,
+        sha256=local.sha256,
+        local_path=local.path,
+        cluster_jar_id=uploaded[0].id if uploaded else None,
+    )

@@ -1,0 +1,653 @@
+"""The planner: a pure function from (spec, status, observation) to the next step.
+
+It decides the status to record (the write-ahead log: any trigger or job id the action will use
+is in it) and at most one side effect to take after that status is written. It never performs
+I/O, reads no clock and makes no random ids: `now` and `fresh_id` come in with the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from flinkop import status as st
+from flinkop.actions import Action, CancelJob, DeleteJar, SubmitJob, TriggerSavepoint, UploadJar
+from flinkop.conditions import derive_conditions
+from flinkop.observation import JarCheck, Observation
+from flinkop.spec import Deployment, FlinkJobSpec, SpecError
+from flinkop.status import Failure, Savepoint, Status, Upgrade
+
+POLL_FAST = 0.5  # while a step is about to complete (old job finishing, new job starting)
+POLL = 1.0  # while Flink works on a savepoint or a job start
+BACKOFF_BASE = 10.0
+BACKOFF_MAX = 300.0
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    spec: FlinkJobSpec | SpecError
+    status: Status
+    observation: Observation
+    now: datetime
+    fresh_id: str  # a new 32-hex id, used when the step needs a new trigger or job id
+    generation: int
+    deleting: bool = False
+    delete_deadline: datetime | None = None  # after it, deletion gives up on a savepoint
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: Status  # recorded before the action
+    action: Action | None = None
+    requeue_after: float | None = None  # come back after this many seconds; None: idle
+    events: tuple[Event, ...] = ()
+    done_deleting: bool = False  # deletion may release the resource
+
+
+@dataclass
+class _Draft:
+    """Accumulates one decision; `finish` derives conditions and observedGeneration."""
+
+    inp: PlanInput
+    status: Status
+    events: list[Event] = field(default_factory=list)
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append(Event("Warning" if warning else "Normal", reason, message))
+
+    def finish(
+        self,
+        *,
+        action: Action | None = None,
+        requeue: float | None = None,
+        done_deleting: bool = False,
+    ) -> Decision:
+        spec = self.inp.spec
+        desired = spec.deployment.fingerprint if isinstance(spec, FlinkJobSpec) else None
+        final = replace(
+            self.status,
+            observed_generation=self.inp.generation,
+            conditions=derive_conditions(self.status, desired, self.inp.generation, self.inp.now),
+        )
+        return Decision(final, action, requeue, tuple(self.events), done_deleting)
+
+
+def plan(inp: PlanInput) -> Decision:
+    d = _Draft(inp, inp.status)
+    spec = inp.spec
+    if isinstance(spec, SpecError):
+        return _stall(d, "InvalidSpec", f"The spec is invalid: {spec}", None)
+    obs = inp.observation
+    if obs.flink_error is not None:
+        return _flink_unreachable(d, spec, obs.flink_error)
+    if inp.deleting:
+        return _plan_delete(d, spec)
+    if d.status.upgrade is not None:
+        return _continue_upgrade(d, spec, d.status.upgrade)
+    return _plan_steady(d, spec)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(t: str | None) -> datetime | None:
+    if not t:
+        return None
+    return datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=None)
+
+
+def _naive(t: datetime) -> datetime:
+    return t.replace(tzinfo=None)
+
+
+def _epoch_ms(t: datetime) -> float:
+    return (_naive(t) - datetime(1970, 1, 1)).total_seconds() * 1000
+
+
+def backoff_seconds(attempts: int) -> float:
+    return float(min(BACKOFF_BASE * 2 ** max(attempts - 1, 0), BACKOFF_MAX))
+
+
+def _stall(d: _Draft, reason: str, message: str, fingerprint: str | None, phase: str | None = None) -> Decision:
+    new_failure = Failure(reason, message, fingerprint)
+    if d.status.failure != new_failure:
+        d.event(reason, message, warning=True)
+    d.status = replace(d.status, failure=new_failure, message=message, phase=phase or d.status.phase)
+    return d.finish()
+
+
+def _flink_unreachable(d: _Draft, spec: FlinkJobSpec, error: str) -> Decision:
+    message = f"Flink at {spec.flink_rest_url} is unreachable ({error}); nothing is changed until it answers."
+    if not d.status.message.startswith(f"Flink at {spec.flink_rest_url} is unreachable"):
+        d.event("FlinkUnreachable", message, warning=True)
+    d.status = replace(d.status, message=message)
+    # The handler retries with its own backoff; no action is taken on a guess.
+    return d.finish(requeue=BACKOFF_BASE)
+
+
+def _jar_ready(d: _Draft, target: Deployment, jar: JarCheck | None) -> tuple[str | None, Decision | None]:
+    """The cluster jar id for `target`, or the decision to get there (upload, or stall on a bad jar)."""
+    fp = target.fingerprint
+    if jar is None or jar.uri != target.jar_uri:
+        return None, d.finish(requeue=POLL_FAST)  # observation did not cover this jar yet
+    if jar.error is not None:
+        return None, _stall(d, jar.error_reason or "JarFetchFailed", jar.error, fp)
+    if jar.cluster_jar_id:
+        return jar.cluster_jar_id, None
+    assert jar.local_path is not None and jar.sha256 is not None
+    action = UploadJar(jar.local_path, jar.sha256, jar.uri)
+    d.status = replace(d.status, message=f"Uploading jar {jar.uri} to {d_spec(d).flink_rest_url}.")
+    d.event("UploadingJar", action.describe())
+    return None, d.finish(action=action, requeue=POLL_FAST)
+
+
+def d_spec(d: _Draft) -> FlinkJobSpec:
+    assert isinstance(d.inp.spec, FlinkJobSpec)
+    return d.inp.spec
+
+
+def _savepoint_directory(spec: FlinkJobSpec, obs: Observation) -> str | None:
+    return spec.savepoint_directory or obs.cluster_savepoint_dir
+
+
+def _no_directory_message() -> str:
+    return (
+        "No savepoint directory: set spec.savepointDirectory or the cluster's state.savepoints.dir; "
+        "the running job was not touched."
+    )
+
+
+# -- steady state ----------------------------------------------------------------------------
+
+
+def _plan_steady(d: _Draft, spec: FlinkJobSpec) -> Decision:
+    s = d.status
+    obs = d.inp.observation
+    desired = spec.deployment
+    fp = desired.fingerprint
+    job = obs.job
+    blocked = s.failure is not None and s.failure.fingerprint in (None, fp)
+
+    if s.job_id is None and s.deployed is None:
+        if blocked and s.failure is not None and s.failure.reason in ("RestoreFailed", "DeployFailed"):
+            return d.finish()
+        return _start_deploy(d, spec, spec.initial_savepoint_path, None, first=True)
+
+    if job is None or not job.active:
+        state = job.state if job else "MISSING"
+        d.status = replace(s, job_state=state)
+        if blocked:
+            d.status = replace(d.status, phase="Failed")
+            return d.finish()
+        if s.deployed is not None and s.deployed.fingerprint == fp:
+            # The job ended although nobody asked for it: report, never resubmit it silently.
+            last = s.last_savepoint.path if s.last_savepoint else None
+            restart = (
+                f"change the spec or set spec.restartNonce to start it again from savepoint {last}"
+                if last
+                else "no savepoint is recorded, so a restart would start without state; change the spec "
+                "or set spec.restartNonce to start it anyway"
+            )
+            cause = f" ({job.failure})" if job and job.failure else ""
+            message = f"Job {s.job_id} is {state} outside the operator{cause}; it was not resubmitted: {restart}."
+            return _stall(d, "JobTerminated", message, fp, phase="Failed")
+        # The spec changed since the job ended: start it from the last savepoint.
+        path = s.last_savepoint.path if s.last_savepoint else None
+        return _start_deploy(d, spec, path, s.last_stable or s.deployed, first=False)
+
+    info = job.info
+    assert info is not None
+    d.status = replace(s, job_state=info.state, parallelism=info.parallelism or s.parallelism)
+    if s.deployed is not None and s.deployed.fingerprint == fp:
+        if info.all_vertices_running:
+            stable_changed = s.last_stable != desired
+            failure = s.failure if blocked else None
+            d.status = replace(
+                d.status,
+                phase="Running",
+                last_stable=desired,
+                failure=failure,
+                message=d.status.message if failure else f"Job {s.job_id} is running.",
+            )
+            if stable_changed or s.phase != "Running":
+                d.event("Running", f"Job {s.job_id} runs every vertex at parallelism {info.parallelism}.")
+            return d.finish()
+        d.status = replace(
+            d.status, phase="Deploying", message=f"Job {s.job_id} is {info.state}; waiting for every vertex to run."
+        )
+        return d.finish(requeue=POLL)
+    if blocked:
+        d.status = replace(d.status, phase="Running" if info.all_vertices_running else d.status.phase)
+        return d.finish()
+    return _start_upgrade(d, spec)
+
+
+def _start_deploy(
+    d: _Draft, spec: FlinkJobSpec, savepoint_path: str | None, source: Deployment | None, first: bool
+) -> Decision:
+    target = spec.deployment
+    jar_id, early = _jar_ready(d, target, d.inp.observation.jar)
+    if early is not None:
+        if first and d.status.failure is not None:
+            d.status = replace(d.status, phase="Pending")
+        return early
+    assert jar_id is not None
+    allow = spec.allow_non_restored_for(source, target) if savepoint_path else False
+    now = _iso(d.inp.now)
+    up = Upgrade(
+        kind=st.DEPLOY,
+        step=st.SUBMITTING,
+        target=target,
+        started_at=now,
+        step_started_at=now,
+        source=source,
+        savepoint_path=savepoint_path,
+        new_job_id=d.inp.fresh_id,
+        allow_non_restored_state=allow,
+    )
+    action = SubmitJob(jar_id, d.inp.fresh_id, target, savepoint_path, allow)
+    d.status = replace(
+        d.status, phase="Deploying", upgrade=up, failure=None, message=f"Deploying: {action.describe()}."
+    )
+    d.event("Deploying", action.describe())
+    return d.finish(action=action, requeue=POLL)
+
+
+def _start_upgrade(d: _Draft, spec: FlinkJobSpec) -> Decision:
+    s = d.status
+    obs = d.inp.observation
+    assert obs.job is not None and obs.job.info is not None
+    target = spec.deployment
+    fp = target.fingerprint
+    now = _iso(d.inp.now)
+    if obs.job.info.state != "RUNNING":
+        d.status = replace(
+            s, message=f"Waiting for job {s.job_id} to be RUNNING (it is {obs.job.info.state}) before upgrading."
+        )
+        return d.finish(requeue=POLL)
+    if spec.upgrade_mode == "stateless":
+        up = Upgrade(
+            kind=st.UPGRADE,
+            step=st.CANCELLING,
+            target=target,
+            started_at=now,
+            step_started_at=now,
+            source=s.deployed,
+            from_job_id=s.job_id,
+        )
+        assert s.job_id is not None
+        action: Action = CancelJob(s.job_id)
+        d.status = replace(
+            s,
+            phase="Upgrading",
+            upgrade=up,
+            failure=None,
+            message=f"Upgrading without state (upgradeMode: stateless): cancelling job {s.job_id}.",
+        )
+        d.event("Upgrading", action.describe())
+        return d.finish(action=action, requeue=POLL)
+
+    directory = _savepoint_directory(spec, obs)
+    if directory is None:
+        return _stall(d, "NoSavepointDirectory", _no_directory_message(), fp)
+    # The new jar is fetched, checked and uploaded while the old job keeps running.
+    _, early = _jar_ready(d, target, obs.jar)
+    if early is not None:
+        return early
+    assert s.job_id is not None
+    up = Upgrade(
+        kind=st.UPGRADE,
+        step=st.SAVEPOINTING,
+        target=target,
+        started_at=now,
+        step_started_at=now,
+        source=s.deployed,
+        from_job_id=s.job_id,
+        trigger_id=d.inp.fresh_id,
+        savepoint_directory=directory,
+    )
+    action = _savepoint_action(spec, s.job_id, d.inp.fresh_id, directory)
+    d.status = replace(s, phase="Upgrading", upgrade=up, failure=None, message=f"Upgrading: {action.describe()}.")
+    d.event("Savepointing", action.describe())
+    return d.finish(action=action, requeue=POLL)
+
+
+def _savepoint_action(spec: FlinkJobSpec, job_id: str, trigger_id: str, directory: str) -> TriggerSavepoint:
+    mode = "cancel" if spec.savepoint_mode == "cancel" else "stop"
+    return TriggerSavepoint(job_id, trigger_id, directory, mode, drain=spec.drain and mode == "stop")
+
+
+# -- an upgrade in flight --------------------------------------------------------------------
+
+
+def _phase_for(up: Upgrade, current: str) -> str:
+    if up.kind == st.DELETE:
+        return current  # deletion has no phase of its own; the message says what happens
+    return {st.DEPLOY: "Deploying", st.ROLLBACK: "RollingBack"}.get(up.kind, "Upgrading")
+
+
+def _continue_upgrade(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
+    if up.step == st.SAVEPOINTING:
+        return _savepointing(d, spec, up)
+    if up.step == st.CANCELLING:
+        return _cancelling(d, up)
+    return _submitting(d, spec, up)
+
+
+def _savepointing(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
+    obs = d.inp.observation
+    now = d.inp.now
+    job = obs.job
+    op = obs.savepoint
+    phase = _phase_for(up, d.status.phase)
+    if op is not None and op.status == "COMPLETED" and op.location:
+        return _savepoint_completed(d, spec, up, op.location)
+    if op is None or op.status == "UNKNOWN":
+        if job is not None and not job.active:
+            latest = obs.latest_savepoint
+            started = _parse(up.step_started_at)
+            if latest and started and latest.trigger_timestamp_ms >= _epoch_ms(started) - 5000:
+                return _savepoint_completed(d, spec, up, latest.path)
+            message = (
+                f"Job {up.from_job_id} ended ({job.state}) during the {up.kind} without a savepoint the operator "
+                f"can find; it was not resubmitted. The last recorded savepoint is "
+                f"{d.status.last_savepoint.path if d.status.last_savepoint else 'none'}."
+            )
+            d.status = replace(d.status, upgrade=None, job_state=job.state)
+            if up.kind == st.DELETE:
+                d.event("DeleteWithoutSavepoint", message, warning=True)
+                return d.finish(done_deleting=True)
+            return _stall(d, "JobTerminated", message, up.target.fingerprint, phase="Failed")
+        retry_at = _parse(up.retry_at)
+        if retry_at is not None and _naive(now) < retry_at:
+            d.status = replace(d.status, phase=phase)
+            return d.finish(requeue=(retry_at - _naive(now)).total_seconds())
+        # Never triggered (crash before the call), forgotten by Flink, or a retry is due.
+        trigger_id = up.trigger_id or d.inp.fresh_id
+        directory = up.savepoint_directory or _savepoint_directory(spec, obs)
+        if directory is None:
+            return _stall(d, "NoSavepointDirectory", _no_directory_message(), up.target.fingerprint)
+        assert up.from_job_id is not None
+        new_up = replace(
+            up,
+            trigger_id=trigger_id,
+            savepoint_directory=directory,
+            retry_at=None,
+            step_started_at=_iso(now) if trigger_id != up.trigger_id else up.step_started_at,
+        )
+        mode = "stop" if up.kind == st.DELETE else spec.savepoint_mode
+        action = TriggerSavepoint(up.from_job_id, trigger_id, directory, mode, drain=spec.drain and mode == "stop")
+        d.status = replace(d.status, phase=phase, upgrade=new_up, message=f"{phase}: {action.describe()}.")
+        d.event("Savepointing", action.describe())
+        return d.finish(action=action, requeue=POLL)
+    if op.status == "FAILED":
+        attempts = up.attempts + 1
+        delay = backoff_seconds(attempts)
+        retry_at = _naive(now) + timedelta(seconds=delay)
+        message = (
+            f"Savepoint of job {up.from_job_id} failed (attempt {attempts}): {op.failure}; the job keeps running; "
+            f"retrying at {_iso(retry_at)}."
+        )
+        d.event("SavepointFailed", message, warning=True)
+        new_up = replace(up, attempts=attempts, trigger_id=None, retry_at=_iso(retry_at), last_error=op.failure)
+        d.status = replace(d.status, phase=phase, upgrade=new_up, message=message)
+        return d.finish(requeue=delay)
+    # IN_PROGRESS
+    started = _parse(up.step_started_at) or _naive(now)
+    elapsed = (_naive(now) - started).total_seconds()
+    if elapsed > spec.savepoint_timeout_seconds and up.retry_at is None:
+        attempts = up.attempts + 1
+        retry_at = _naive(now) + timedelta(seconds=backoff_seconds(attempts))
+        message = (
+            f"Savepoint of job {up.from_job_id} has not completed within savepointTimeoutSeconds "
+            f"({spec.savepoint_timeout_seconds} s); the job keeps running while Flink finishes or aborts it "
+            f"(execution.checkpointing.timeout); the upgrade resumes if it completes, and is retried otherwise."
+        )
+        d.event("SavepointTimeout", message, warning=True)
+        new_up = replace(up, attempts=attempts, retry_at=_iso(retry_at), last_error="savepoint timed out")
+        d.status = replace(d.status, phase=phase, upgrade=new_up, message=message)
+        return d.finish(requeue=POLL * 2)
+    d.status = replace(d.status, phase=phase)
+    return d.finish(requeue=POLL)
+
+
+def _savepoint_completed(d: _Draft, spec: FlinkJobSpec, up: Upgrade, location: str) -> Decision:
+    """Records the savepoint first; the next step's ids are in the same status write."""
+    now = _iso(d.inp.now)
+    reason = "delete" if up.kind == st.DELETE else "upgrade"
+    d.status = d.status.with_savepoint(Savepoint(location, now, reason))
+    d.event("SavepointCompleted", f"Savepoint of job {up.from_job_id} completed: {location}.")
+    if up.kind == st.DELETE:
+        d.status = replace(d.status, upgrade=None, job_state="FINISHED", message=f"Final savepoint: {location}.")
+        return d.finish(done_deleting=True)
+    allow = spec.allow_non_restored_for(up.source, up.target)
+    new_up = replace(
+        up,
+        step=st.SUBMITTING,
+        step_started_at=now,
+        savepoint_path=location,
+        new_job_id=d.inp.fresh_id,
+        allow_non_restored_state=allow,
+        trigger_id=up.trigger_id,
+        retry_at=None,
+        attempts=0,
+        last_error=None,
+    )
+    d.status = replace(d.status, upgrade=new_up, message=f"Savepoint {location} taken; starting the new version.")
+    return d.finish(requeue=POLL_FAST)
+
+
+def _cancelling(d: _Draft, up: Upgrade) -> Decision:
+    job = d.inp.observation.job
+    if job is not None and job.active:
+        assert up.from_job_id is not None
+        return d.finish(action=CancelJob(up.from_job_id), requeue=POLL)
+    now = _iso(d.inp.now)
+    new_up = replace(up, step=st.SUBMITTING, step_started_at=now, new_job_id=d.inp.fresh_id, savepoint_path=None)
+    d.status = replace(d.status, upgrade=new_up, message="Old job cancelled; starting the new version without state.")
+    return d.finish(requeue=POLL_FAST)
+
+
+def _submitting(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
+    obs = d.inp.observation
+    phase = _phase_for(up, d.status.phase)
+    old = obs.job
+    if up.kind != st.DEPLOY and old is not None and old.active and old.job_id == up.from_job_id:
+        d.status = replace(d.status, phase=phase, message=f"Waiting for job {up.from_job_id} to finish.")
+        return d.finish(requeue=POLL_FAST)
+    new = obs.new_job
+    assert up.new_job_id is not None
+    if new is None or new.missing:
+        if up.last_error is not None and up.attempts > 0:
+            return _start_failed(d, spec, up, up.last_error)
+        jar_id, early = _jar_ready(d, up.target, obs.jar)
+        if early is not None:
+            d.status = replace(d.status, phase=phase)
+            return early
+        assert jar_id is not None
+        action = SubmitJob(jar_id, up.new_job_id, up.target, up.savepoint_path, up.allow_non_restored_state)
+        d.status = replace(d.status, phase=phase, message=f"{phase}: {action.describe()}.")
+        d.event("Submitting", action.describe())
+        return d.finish(action=action, requeue=POLL)
+    info = new.info
+    assert info is not None
+    if info.terminal:
+        return _start_failed(d, spec, up, new.failure or f"job {up.new_job_id} is {info.state}")
+    if not info.all_vertices_running:
+        d.status = replace(
+            d.status,
+            phase=phase,
+            upgrade=replace(up, step=st.STARTING) if up.step != st.STARTING else up,
+            job_state=info.state,
+            message=f"{phase}: job {up.new_job_id} is {info.state}; waiting for every vertex to run.",
+        )
+        return d.finish(requeue=POLL)
+    return _upgrade_done(d, up, info.parallelism, obs.jar)
+
+
+def _upgrade_done(d: _Draft, up: Upgrade, parallelism: int, jar: JarCheck | None) -> Decision:
+    s = d.status
+    old_jar = s.jar_id
+    new_jar = jar.cluster_jar_id if jar is not None and jar.uri == up.target.jar_uri else old_jar
+    failure: Failure | None = None
+    if up.kind == st.ROLLBACK:
+        failed = up.source
+        message = (
+            f"Rolled back: the new version did not start from savepoint {up.savepoint_path} "
+            f"({up.restore_failure}); job {up.new_job_id} runs the last stable spec from that savepoint."
+        )
+        failure = Failure("RestoreFailed", message, failed.fingerprint if failed else None)
+        d.event("RolledBack", message, warning=True)
+    else:
+        message = f"Job {up.new_job_id} is running" + (
+            f", restored from savepoint {up.savepoint_path}." if up.savepoint_path else "."
+        )
+        d.event("Running", message)
+    d.status = replace(
+        s,
+        phase="Running",
+        job_id=up.new_job_id,
+        job_state="RUNNING",
+        parallelism=parallelism,
+        deployed=up.target,
+        last_stable=up.target,
+        upgrade=None,
+        failure=failure,
+        jar_id=new_jar,
+        message=message,
+    )
+    action = DeleteJar(old_jar) if old_jar and new_jar and old_jar != new_jar else None
+    return d.finish(action=action)
+
+
+def _start_failed(d: _Draft, spec: FlinkJobSpec, up: Upgrade, cause: str) -> Decision:
+    """The new job did not come up: roll back to the last stable spec, or stop and report."""
+    s = d.status
+    stable = s.last_stable
+    can_roll_back = (
+        up.kind == st.UPGRADE
+        and spec.restore_failure_policy == "Rollback"
+        and stable is not None
+        and up.savepoint_path is not None
+        and stable != up.target
+    )
+    if can_roll_back:
+        assert stable is not None
+        now = _iso(d.inp.now)
+        new_up = Upgrade(
+            kind=st.ROLLBACK,
+            step=st.SUBMITTING,
+            target=stable,
+            started_at=now,
+            step_started_at=now,
+            source=up.target,
+            from_job_id=up.new_job_id,
+            savepoint_path=up.savepoint_path,
+            new_job_id=d.inp.fresh_id,
+            allow_non_restored_state=spec.allow_non_restored_state == "Always",
+            restore_failure=cause,
+        )
+        message = (
+            f"Job {up.new_job_id} did not start from savepoint {up.savepoint_path}: {cause}; "
+            "rolling back to the last stable spec from the same savepoint."
+        )
+        d.event("RestoreFailed", message, warning=True)
+        d.status = replace(s, phase="RollingBack", upgrade=new_up, message=message)
+        return d.finish(requeue=POLL_FAST)
+    reason = "RestoreFailed" if up.savepoint_path else "DeployFailed"
+    source = f" from savepoint {up.savepoint_path}" if up.savepoint_path else ""
+    kept = f" The savepoint {up.savepoint_path} is kept in status.lastSavepoint." if up.savepoint_path else ""
+    message = f"Job {up.new_job_id} did not start{source}: {cause}.{kept} Fix the spec to try again."
+    if up.kind == st.ROLLBACK:
+        message = f"Rollback failed too: {message}"
+    d.status = replace(
+        s,
+        upgrade=None,
+        job_id=up.new_job_id,
+        job_state="FAILED",
+        deployed=up.target,
+        last_savepoint=s.last_savepoint
+        if s.last_savepoint is not None or up.savepoint_path is None
+        else Savepoint(up.savepoint_path, _iso(d.inp.now), "upgrade"),
+    )
+    failed_fp = up.source.fingerprint if up.kind == st.ROLLBACK and up.source else up.target.fingerprint
+    return _stall(d, reason, message, failed_fp, phase="Failed")
+
+
+# -- deletion --------------------------------------------------------------------------------
+
+
+def _plan_delete(d: _Draft, spec: FlinkJobSpec) -> Decision:
+    s = d.status
+    obs = d.inp.observation
+    up = s.upgrade
+    past_deadline = d.inp.delete_deadline is not None and _naive(d.inp.now) >= _naive(d.inp.delete_deadline)
+    if up is not None and up.kind == st.DELETE:
+        if past_deadline:
+            message = (
+                f"Gave up on a final savepoint of job {up.from_job_id} after the deletion timeout "
+                f"({up.last_error or 'savepoint not completed'}); the job was left as it is on the cluster."
+            )
+            d.event("DeleteGaveUp", message, warning=True)
+            d.status = replace(s, upgrade=None, message=message)
+            return d.finish(done_deleting=True)
+        return _savepointing(d, spec, up)
+    active = obs.new_job if obs.new_job is not None and obs.new_job.active else None
+    if active is None and obs.job is not None and obs.job.active:
+        active = obs.job
+    if up is not None and up.step == st.SAVEPOINTING and obs.savepoint and obs.savepoint.status == "IN_PROGRESS":
+        return d.finish(requeue=POLL)  # an upgrade's savepoint is under way: let it end first
+    if active is None or active.info is None:
+        d.event("Deleted", "No job of this FlinkJob runs on the cluster; nothing to stop.")
+        return d.finish(done_deleting=True)
+    directory = _savepoint_directory(spec, obs)
+    if directory is None or past_deadline:
+        message = f"Job {active.job_id} was left running on the cluster: " + (
+            "no savepoint directory is configured." if directory is None else "the deletion timed out."
+        )
+        d.event("DeleteGaveUp", message, warning=True)
+        return d.finish(done_deleting=True)
+    now = _iso(d.inp.now)
+    new_up = Upgrade(
+        kind=st.DELETE,
+        step=st.SAVEPOINTING,
+        target=s.deployed or spec.deployment,
+        started_at=now,
+        step_started_at=now,
+        from_job_id=active.job_id,
+        trigger_id=d.inp.fresh_id,
+        savepoint_directory=directory,
+    )
+    action = TriggerSavepoint(active.job_id, d.inp.fresh_id, directory, "stop")
+    d.status = replace(s, upgrade=new_up, message=f"Deleting: {action.describe()}.")
+    d.event("Savepointing", action.describe())
+    return d.finish(action=action, requeue=POLL)
+
+
+def record_action_failure(status: Status, action: Action, error: str, now: datetime) -> Status:
+    """The status after an action that Flink refused (not one that did not reach Flink): the
+    next pass decides from it (retry a savepoint later, or treat a refused start as failed)."""
+    up = status.upgrade
+    if up is None:
+        return replace(status, message=f"Could not {action.describe()}: {error}")
+    attempts = up.attempts + 1
+    if isinstance(action, TriggerSavepoint):
+        retry_at = _naive(now) + timedelta(seconds=backoff_seconds(attempts))
+        message = f"Could not {action.describe()}: {error}; the job keeps running; retrying at {_iso(retry_at)}."
+        new_up = replace(up, attempts=attempts, trigger_id=None, retry_at=_iso(retry_at), last_error=error)
+        return replace(status, upgrade=new_up, message=message)
+    if isinstance(action, SubmitJob):
+        new_up = replace(up, attempts=attempts, last_error=error)
+        return replace(status, upgrade=new_up, message=f"Could not {action.describe()}: {error}")
+    return replace(status, upgrade=replace(up, last_error=error), message=f"Could not {action.describe()}: {error}")

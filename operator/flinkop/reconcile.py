@@ -1,0 +1,123 @@
+"""One reconcile pass: observe, plan, record (the write-ahead status), act, and report.
+
+The status is written before the action: any id the action uses is in it, so a pass that dies
+after the write and before (or during) the action is finished correctly by the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flinkop.act import perform
+from flinkop.flink_client import FlinkClient, FlinkError, FlinkUnreachable
+from flinkop.jars import JarFetcher
+from flinkop.observation import Observation
+from flinkop.observe import observe
+from flinkop.plan import Decision, Event, PlanInput, plan, record_action_failure
+from flinkop.spec import FlinkJobSpec, SpecError, parse_spec
+from flinkop.status import Status
+
+log = logging.getLogger("flinkop")
+
+StatusWriter = Callable[[dict[str, Any]], None]
+EventSink = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class PassResult:
+    requeue_after: float | None
+    done_deleting: bool
+    decision: Decision
+
+
+class Clients:
+    """One Flink REST client per cluster URL, shared by every FlinkJob on that cluster."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self._clients: dict[str, FlinkClient] = {}
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> FlinkClient:
+        with self._lock:
+            client = self._clients.get(url)
+            if client is None:
+                client = self._clients[url] = FlinkClient(url, timeout=self.timeout)
+            return client
+
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def resource_lock(uid: str) -> threading.Lock:
+    """Passes for one resource never overlap (timers run beside change handlers in kopf)."""
+    with _locks_guard:
+        return _locks.setdefault(uid, threading.Lock())
+
+
+def forget_resource(uid: str) -> None:
+    with _locks_guard:
+        _locks.pop(uid, None)
+
+
+def run_pass(
+    *,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any] | None,
+    generation: int,
+    clients: Clients,
+    fetcher: JarFetcher,
+    write_status: StatusWriter,
+    emit: EventSink,
+    deleting: bool = False,
+    delete_deadline: datetime | None = None,
+    now: datetime | None = None,
+) -> PassResult:
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    current = Status.from_dict(status)
+    try:
+        parsed: FlinkJobSpec | SpecError = parse_spec(spec)
+    except SpecError as exc:
+        parsed = exc
+    client = clients.get(parsed.flink_rest_url) if isinstance(parsed, FlinkJobSpec) else None
+    obs = (
+        observe(parsed, current, client, fetcher, deleting)
+        if isinstance(parsed, FlinkJobSpec) and client
+        else Observation()
+    )
+    decision = plan(
+        PlanInput(
+            spec=parsed,
+            status=current,
+            observation=obs,
+            now=now,
+            fresh_id=uuid.uuid4().hex,
+            generation=generation,
+            deleting=deleting,
+            delete_deadline=delete_deadline,
+        )
+    )
+    if decision.status.to_dict() != current.to_dict():
+        write_status(decision.status.to_dict())  # the write-ahead record comes first
+    for event in decision.events:
+        emit(event)
+    requeue = decision.requeue_after
+    if decision.action is not None and client is not None:
+        try:
+            perform(client, decision.action)
+        except FlinkUnreachable as exc:
+            log.warning("could not %s: %s", decision.action.describe(), exc)
+            requeue = min(requeue or 5.0, 5.0)
+        except FlinkError as exc:
+            failed = record_action_failure(decision.status, decision.action, exc.detail, now)
+            write_status(failed.to_dict())
+            emit(Event("Warning", "ActionFailed", f"Could not {decision.action.describe()}: {exc.detail}"))
+            requeue = 1.0 if requeue is None else min(requeue, 1.0)
+    return PassResult(requeue, decision.done_deleting, decision)

@@ -1,0 +1,34 @@
+"""Operator-wide settings, read once at start-up from the command line and environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    observe_interval: float = 15.0  # how often a resource at rest is looked at
+    delete_timeout: float = 300.0  # how long deletion tries for a final savepoint
+    flink_timeout: float = 10.0  # per Flink REST request
+    jar_cache_dir: Path | None = None
+    max_jar_bytes: int = 512 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls) -> OperatorSettings:
+        def num(name: str, default: float) -> float:
+            raw = os.environ.get(name)
+            try:
+                return float(raw) if raw else default
+            except ValueError as exc:
+                raise SystemExit(f"{name}={raw!r} is not a number") from exc
+
+        cache = os.environ.get("FLINKOP_JAR_CACHE_DIR")
+        return cls(
+            observe_interval=num("FLINKOP_OBSERVE_INTERVAL", cls.observe_interval),
+            delete_timeout=num("FLINKOP_DELETE_TIMEOUT", cls.delete_timeout),
+            flink_timeout=num("FLINKOP_FLINK_TIMEOUT", cls.flink_timeout),
+            jar_cache_dir=Path(cache) if cache else None,
+            max_jar_bytes=int(num("FLINKOP_MAX_JAR_BYTES", cls.max_jar_bytes)),
+        )

@@ -1,0 +1,163 @@
+"""The FlinkJob spec as plain values: parsed, defaulted and checked beyond what the CRD schema can.
+
+`Deployment` is the part of the spec that defines the running Flink job: a change to it is an
+upgrade. Its `fingerprint` is stored in status to tell which spec a job runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+JAR_SCHEMES = ("file", "http", "https")
+ALLOW_NON_RESTORED = ("Never", "Always", "OnJarChange")
+
+
+class SpecError(ValueError):
+    """The spec cannot be acted on; the message names the field and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    jar_uri: str
+    jar_sha256: str | None
+    entry_class: str | None
+    args: tuple[str, ...]
+    parallelism: int
+    restart_nonce: int | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["args"] = list(self.args)
+        return {
+            "jarUri": d["jar_uri"],
+            "jarSha256": d["jar_sha256"],
+            "entryClass": d["entry_class"],
+            "args": d["args"],
+            "parallelism": d["parallelism"],
+            "restartNonce": d["restart_nonce"],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Deployment:
+        return cls(
+            jar_uri=str(d["jarUri"]),
+            jar_sha256=d.get("jarSha256"),
+            entry_class=d.get("entryClass"),
+            args=tuple(str(a) for a in d.get("args") or ()),
+            parallelism=int(d["parallelism"]),
+            restart_nonce=d.get("restartNonce"),
+        )
+
+    def program_changed(self, other: Deployment) -> bool:
+        """True when jar, entry class or args differ: what `OnJarChange` looks at."""
+        return (
+            self.jar_uri != other.jar_uri
+            or (self.jar_sha256 or "").lower() != (other.jar_sha256 or "").lower()
+            or self.entry_class != other.entry_class
+            or self.args != other.args
+        )
+
+
+@dataclass(frozen=True)
+class FlinkJobSpec:
+    flink_rest_url: str
+    deployment: Deployment
+    state: str = "running"
+    upgrade_mode: str = "savepoint"
+    savepoint_mode: str = "stop"
+    drain: bool = False
+    savepoint_directory: str | None = None
+    allow_non_restored_state: str = "Never"
+    restore_failure_policy: str = "Rollback"
+    initial_savepoint_path: str | None = None
+    savepoint_timeout_seconds: int = 600
+    savepoint_nonce: int | None = None
+
+    def allow_non_restored_for(self, previous: Deployment | None, target: Deployment) -> bool:
+        """The `-n` flag for restoring `target` from a savepoint of `previous`, by the policy."""
+        if self.allow_non_restored_state == "Always":
+            return True
+        if self.allow_non_restored_state == "OnJarChange":
+            return previous is not None and target.program_changed(previous)
+        return False
+
+
+def _enum(spec: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
+    value = spec.get(key, default)
+    if value not in allowed:
+        raise SpecError(f"spec.{key} is {value!r}; it must be one of {', '.join(allowed)}")
+    return str(value)
+
+
+def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
+    """Parses a FlinkJob's spec, with the contract's defaults. Raises SpecError, naming the field,
+    for what the CRD schema cannot reject on Kubernetes 1.20 (cross-field rules, formats)."""
+    url = spec.get("flinkRestUrl")
+    if not isinstance(url, str) or not url:
+        raise SpecError("spec.flinkRestUrl is required (the REST endpoint of the Flink session cluster)")
+    parsed_url = urlparse(url)
+    if parsed_url.scheme not in ("http", "https") or not parsed_url.netloc:
+        raise SpecError(f"spec.flinkRestUrl {url!r} is not an http:// or https:// URL")
+    jar = spec.get("jar") or {}
+    uri = jar.get("uri")
+    if not isinstance(uri, str) or not uri:
+        raise SpecError("spec.jar.uri is required (file://, http:// or https:// location of the job jar)")
+    scheme = urlparse(uri).scheme
+    if scheme not in JAR_SCHEMES:
+        raise SpecError(f"spec.jar.uri {uri!r} has scheme {scheme or '(none)'!r}; use file://, http:// or https://")
+    sha = jar.get("sha256")
+    if sha is not None and not SHA256_RE.match(str(sha)):
+        raise SpecError(f"spec.jar.sha256 {sha!r} is not 64 hexadecimal digits")
+    parallelism = spec.get("parallelism")
+    if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
+        raise SpecError(f"spec.parallelism {parallelism!r} must be an integer >= 1")
+    args = spec.get("args") or []
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise SpecError("spec.args must be a list of strings")
+    deployment = Deployment(
+        jar_uri=uri,
+        jar_sha256=str(sha).lower() if sha else None,
+        entry_class=spec.get("entryClass") or None,
+        args=tuple(args),
+        parallelism=parallelism,
+        restart_nonce=spec.get("restartNonce"),
+    )
+    state = _enum(spec, "state", ("running", "suspended"), "running")
+    upgrade_mode = _enum(spec, "upgradeMode", ("savepoint", "stateless"), "savepoint")
+    savepoint_mode = _enum(spec, "savepointMode", ("stop", "cancel"), "stop")
+    drain = bool(spec.get("drain", False))
+    if drain and savepoint_mode != "stop":
+        raise SpecError("spec.drain: true works only with spec.savepointMode: stop (cancel cannot drain)")
+    sp_dir = spec.get("savepointDirectory") or None
+    if sp_dir is not None and not urlparse(str(sp_dir)).scheme:
+        raise SpecError(
+            f"spec.savepointDirectory {sp_dir!r} is not a URI; write it with its scheme, e.g. file:///data/sp"
+        )
+    timeout = spec.get("savepointTimeoutSeconds", 600)
+    if not isinstance(timeout, int) or timeout < 1:
+        raise SpecError(f"spec.savepointTimeoutSeconds {timeout!r} must be an integer >= 1")
+    return FlinkJobSpec(
+        flink_rest_url=url.rstrip("/"),
+        deployment=deployment,
+        state=state,
+        upgrade_mode=upgrade_mode,
+        savepoint_mode=savepoint_mode,
+        drain=drain,
+        savepoint_directory=sp_dir,
+        allow_non_restored_state=_enum(spec, "allowNonRestoredState", ALLOW_NON_RESTORED, "Never"),
+        restore_failure_policy=_enum(spec, "restoreFailurePolicy", ("Rollback", "Fail"), "Rollback"),
+        initial_savepoint_path=spec.get("initialSavepointPath") or None,
+        savepoint_timeout_seconds=timeout,
+        savepoint_nonce=spec.get("savepointNonce"),
+    )

@@ -1,0 +1,182 @@
+"""The FlinkJob status as plain values: the write-ahead log of deploys and upgrades.
+
+`Upgrade` is written before every side effect (with the trigger id or job id it will use),
+so that an operator restarted at any point can tell what was done and finish it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from flinkop.spec import Deployment
+
+HISTORY_LIMIT = 10
+
+# Upgrade kinds
+DEPLOY = "deploy"  # first start, or a start after the job ended (from the last savepoint, if any)
+UPGRADE = "upgrade"  # savepoint (or stateless cancel), then start the new spec
+ROLLBACK = "rollback"  # restart the last stable spec from the upgrade's savepoint
+DELETE = "delete"  # final savepoint before the resource goes away
+
+# Upgrade steps
+SAVEPOINTING = "Savepointing"  # stop/cancel with savepoint triggered (triggerId)
+CANCELLING = "Cancelling"  # stateless: cancel without a savepoint
+SUBMITTING = "Submitting"  # start newJobId (from savepointPath, if any)
+STARTING = "Starting"  # newJobId submitted: wait until every vertex runs
+
+
+@dataclass(frozen=True)
+class Savepoint:
+    path: str
+    time: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "time": self.time, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Savepoint:
+        return cls(path=str(d["path"]), time=str(d.get("time", "")), reason=str(d.get("reason", "")))
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    kind: str
+    step: str
+    target: Deployment
+    started_at: str
+    step_started_at: str
+    source: Deployment | None = None  # the spec whose job (or savepoint) it starts from
+    from_job_id: str | None = None
+    trigger_id: str | None = None
+    savepoint_directory: str | None = None
+    savepoint_path: str | None = None
+    new_job_id: str | None = None
+    allow_non_restored_state: bool = False
+    attempts: int = 0
+    retry_at: str | None = None
+    last_error: str | None = None
+    restore_failure: str | None = None  # why a rollback is happening
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "kind": self.kind,
+            "step": self.step,
+            "targetSpec": self.target.to_dict(),
+            "startedAt": self.started_at,
+            "stepStartedAt": self.step_started_at,
+            "sourceSpec": self.source.to_dict() if self.source else None,
+            "fromJobId": self.from_job_id,
+            "triggerId": self.trigger_id,
+            "savepointDirectory": self.savepoint_directory,
+            "savepointPath": self.savepoint_path,
+            "newJobId": self.new_job_id,
+            "allowNonRestoredState": self.allow_non_restored_state,
+            "attempts": self.attempts,
+            "retryAt": self.retry_at,
+            "lastError": self.last_error,
+            "restoreFailure": self.restore_failure,
+        }
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Upgrade:
+        return cls(
+            kind=str(d["kind"]),
+            step=str(d["step"]),
+            target=Deployment.from_dict(d["targetSpec"]),
+            started_at=str(d.get("startedAt", "")),
+            step_started_at=str(d.get("stepStartedAt") or d.get("startedAt", "")),
+            source=Deployment.from_dict(d["sourceSpec"]) if d.get("sourceSpec") else None,
+            from_job_id=d.get("fromJobId"),
+            trigger_id=d.get("triggerId"),
+            savepoint_directory=d.get("savepointDirectory"),
+            savepoint_path=d.get("savepointPath"),
+            new_job_id=d.get("newJobId"),
+            allow_non_restored_state=bool(d.get("allowNonRestoredState", False)),
+            attempts=int(d.get("attempts", 0)),
+            retry_at=d.get("retryAt"),
+            last_error=d.get("lastError"),
+            restore_failure=d.get("restoreFailure"),
+        )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why the spec with `fingerprint` is not being acted on until a person changes something."""
+
+    reason: str
+    message: str
+    fingerprint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "message": self.message, "fingerprint": self.fingerprint}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Failure:
+        return cls(reason=str(d["reason"]), message=str(d.get("message", "")), fingerprint=d.get("fingerprint"))
+
+
+@dataclass(frozen=True)
+class Status:
+    phase: str = "Pending"
+    job_id: str | None = None
+    job_state: str | None = None
+    parallelism: int | None = None
+    deployed: Deployment | None = None  # the spec job_id runs
+    last_stable: Deployment | None = None
+    last_savepoint: Savepoint | None = None
+    savepoint_history: tuple[Savepoint, ...] = ()
+    upgrade: Upgrade | None = None
+    failure: Failure | None = None
+    jar_id: str | None = None  # the Flink jar id that job_id was started from
+    message: str = ""
+    conditions: tuple[Mapping[str, Any], ...] = field(default=())
+    observed_generation: int | None = None
+
+    def with_savepoint(self, savepoint: Savepoint) -> Status:
+        """Records a completed savepoint as the last one and at the head of the history."""
+        history = (savepoint, *(s for s in self.savepoint_history if s.path != savepoint.path))
+        return replace(self, last_savepoint=savepoint, savepoint_history=history[:HISTORY_LIMIT])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole status as a merge patch: absent values are written as None (deleted)."""
+        return {
+            "phase": self.phase,
+            "jobId": self.job_id,
+            "jobState": self.job_state,
+            "parallelism": self.parallelism,
+            "deployedSpec": self.deployed.to_dict() if self.deployed else None,
+            "deployedSpecFingerprint": self.deployed.fingerprint if self.deployed else None,
+            "lastStableSpec": self.last_stable.to_dict() if self.last_stable else None,
+            "lastSavepoint": self.last_savepoint.to_dict() if self.last_savepoint else None,
+            "savepointHistory": [s.to_dict() for s in self.savepoint_history],
+            "upgrade": self.upgrade.to_dict() if self.upgrade else None,
+            "failure": self.failure.to_dict() if self.failure else None,
+            "jarId": self.jar_id,
+            "message": self.message,
+            "conditions": [dict(c) for c in self.conditions],
+            "observedGeneration": self.observed_generation,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Status:
+        d = d or {}
+        return cls(
+            phase=str(d.get("phase") or "Pending"),
+            job_id=d.get("jobId"),
+            job_state=d.get("jobState"),
+            parallelism=d.get("parallelism"),
+            deployed=Deployment.from_dict(d["deployedSpec"]) if d.get("deployedSpec") else None,
+            last_stable=Deployment.from_dict(d["lastStableSpec"]) if d.get("lastStableSpec") else None,
+            last_savepoint=Savepoint.from_dict(d["lastSavepoint"]) if d.get("lastSavepoint") else None,
+            savepoint_history=tuple(Savepoint.from_dict(s) for s in d.get("savepointHistory") or ()),
+            upgrade=Upgrade.from_dict(d["upgrade"]) if d.get("upgrade") else None,
+            failure=Failure.from_dict(d["failure"]) if d.get("failure") else None,
+            jar_id=d.get("jarId"),
+            message=str(d.get("message") or ""),
+            conditions=tuple(d.get("conditions") or ()),
+            observed_generation=d.get("observedGeneration"),
+        )
