@@ -7,12 +7,13 @@ When a test fails, the tails of the bed's logs are attached to its report.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-
 from testbed import procs
 
 
@@ -57,3 +58,73 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for proc in procs.running():
             report.sections.append((f"log tail: {proc.name} ({proc.log_path})", proc.tail(60)))
     return report
+
+
+REPO = Path(__file__).resolve().parents[1]
+CRD_FILE = REPO / "crds" / "flinkjob.yaml"
+
+
+@pytest.fixture(scope="session")
+def crd(kube: Any) -> Path:
+    """The FlinkJob CRD, applied from crds/flinkjob.yaml and Established."""
+    kube.kubectl("apply", "-f", str(CRD_FILE))
+    kube.kubectl("wait", "--for=condition=Established", "crd/flinkjobs.flinkop.io", "--timeout=60s")
+    return CRD_FILE
+
+
+@pytest.fixture(scope="session")
+def operator(kube: Any, crd: Path, flink: Any, bed_dir: Path) -> Iterator[procs.ManagedProcess]:
+    """One operator process for the session (tests that kill it start their own)."""
+    from testbed.operator_process import start_operator
+
+    proc = start_operator(bed_dir / "operator", kube.admin_kubeconfig)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def flink_rest(flink: Any) -> Any:
+    from testbed.flink_rest import FlinkRest
+
+    return FlinkRest(flink.rest_url)
+
+
+_namespace_counter = itertools.count(1)
+
+
+@pytest.fixture
+def namespace(kube: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test. At the end its FlinkJobs are deleted (the operator stops their jobs
+    with a savepoint) and any job still running on the bed's Flink is cancelled, so slots are free."""
+    name = f"t{next(_namespace_counter)}-{request.node.name.lower().replace('_', '-')}"[:50].rstrip("-")
+    kube.kubectl("create", "namespace", name)
+    yield name
+    kube.kubectl("delete", "flinkjobs", "--all", "-n", name, "--wait=false", check=False)
+    kube.kubectl("wait", "--for=delete", "flinkjobs", "--all", "-n", name, "--timeout=60s", check=False)
+    kube.kubectl(
+        "patch",
+        "flinkjobs",
+        "--all",
+        "-n",
+        name,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+        check=False,
+    )
+
+
+@pytest.fixture
+def flinkjobs(kube: Any, namespace: str) -> Any:
+    from testbed.flinkjobs import FlinkJobs
+
+    return FlinkJobs(kube.api_client(), namespace)
+
+
+@pytest.fixture(autouse=True)
+def _free_flink_slots(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "flink_rest" in request.fixturenames:
+        request.getfixturevalue("flink_rest").cancel_running_jobs()

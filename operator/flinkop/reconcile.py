@@ -104,8 +104,9 @@ def run_pass(
             delete_deadline=delete_deadline,
         )
     )
-    if decision.status.to_dict() != current.to_dict():
-        write_status(decision.status.to_dict())  # the write-ahead record comes first
+    patch = decision.status.to_patch()
+    if patch != current.to_patch():
+        write_status(patch)  # the write-ahead record comes first
     for event in decision.events:
         emit(event)
     requeue = decision.requeue_after
@@ -117,7 +118,7 @@ def run_pass(
             requeue = min(requeue or 5.0, 5.0)
         except FlinkError as exc:
             failed = record_action_failure(decision.status, decision.action, exc.detail, now)
-            write_status(failed.to_dict())
+            write_status(failed.to_patch())
             emit(Event("Warning", "ActionFailed", f"Could not {decision.action.describe()}: {exc.detail}"))
             requeue = 1.0 if requeue is None else min(requeue, 1.0)
     return PassResult(requeue, decision.done_deleting, decision)

@@ -161,6 +161,12 @@ class Status:
             "observedGeneration": self.observed_generation,
         }
 
+    def to_patch(self) -> dict[str, Any]:
+        """`to_dict` as sent to the apiserver: the kubernetes client sends "" as null, which the
+        schema refuses for strings, so empty strings are left out (null removes the field)."""
+        patch: dict[str, Any] = _without_empty_strings(self.to_dict())
+        return patch
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Status:
         d = d or {}
@@ -180,3 +186,14 @@ class Status:
             conditions=tuple(d.get("conditions") or ()),
             observed_generation=d.get("observedGeneration"),
         )
+
+
+def _without_empty_strings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (None if v == "" else _without_empty_strings(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [
+            {k: _without_empty_strings(v) for k, v in item.items() if v != ""} if isinstance(item, dict) else item
+            for item in value
+        ]
+    return value

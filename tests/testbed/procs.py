@@ -4,6 +4,7 @@ and always stopped, even when the test session is interrupted."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import os
 import signal
@@ -66,18 +67,17 @@ class ManagedProcess:
 
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            cwd=self.cwd,
-            start_new_session=True,
-            preexec_fn=None if self.detach else _die_with_parent,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=None if self.detach else _die_with_parent,
+            )
         if self.pid_path is not None:
             self.pid_path.parent.mkdir(parents=True, exist_ok=True)
             self.pid_path.write_text(f"{self.popen.pid}\n")
@@ -120,10 +120,8 @@ class ManagedProcess:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def stop_pidfile(pid_path: Path, timeout: float = 10.0) -> bool:

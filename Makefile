@@ -1,0 +1,56 @@
+# flinkop: `make test` and `make demo` work on a fresh Debian machine with nothing installed by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BED_DIR := $(CURDIR)/.bed
+export PYTHONPATH := $(CURDIR)/tests:$(CURDIR)/operator
+
+.PHONY: test unit integration lint demo demo-down clean distclean system-deps venv bed-binaries help
+
+help:
+	@echo "make test    - install what is missing, lint, run unit and integration tests on the real bed"
+	@echo "make demo    - start the bed and the operator, apply a sample FlinkJob, upgrade it, show status"
+	@echo "make clean   - stop everything the demo started and remove .bed/"
+
+system-deps:
+	@bash tests/bed/scripts/install-system-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# The kube-apiserver build (about 5 minutes, once) and the Flink jars, both cached in ~/.cache/flinkop.
+bed-binaries: system-deps venv
+	$(PY) -c "from testbed.kube import ensure_apiserver_binary; ensure_apiserver_binary()"
+	$(PY) -c "from testbed.flink import ensure_flink_dist; ensure_flink_dist()"
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit -q
+
+integration: bed-binaries
+	$(VENV)/bin/pytest tests/integration -v
+
+test: bed-binaries lint
+	$(VENV)/bin/pytest tests -v --durations=15
+
+demo: bed-binaries
+	$(PY) -m testbed demo --dir $(BED_DIR)
+
+demo-down:
+	-@[ -x $(PY) ] && $(PY) -m testbed down --dir $(BED_DIR) || true
+
+clean: demo-down
+	rm -rf $(BED_DIR) .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info operator/*.egg-info

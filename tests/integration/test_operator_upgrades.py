@@ -1,0 +1,248 @@
+"""The operator on the real bed: deploy, savepoint upgrades, allowNonRestoredState policy, failures.
+
+Every test runs `python -m flinkop` (the session's operator process) against the real kube-apiserver
+and the real Flink session cluster, and checks what Flink itself says: which job runs, at what
+parallelism, restored from which savepoint, and whether its keyed state went on counting.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from testbed.flinkjobs import FlinkJobs, condition, is_ready_at_current_generation, is_stalled
+
+pytestmark = pytest.mark.integration
+
+RATE_ARGS = ["--rate", "200", "--keys", "4", "--checkpoint-interval-ms", "1000"]
+
+
+@pytest.fixture(scope="session")
+def jar_v2(test_job_jar: Path, bed_dir: Path) -> Path:
+    """The same program in a jar with other bytes: a jar change that keeps every operator."""
+    v2 = bed_dir / "jobs" / "flinkop-testjob-v2.jar"
+    if not v2.exists():
+        shutil.copy(test_job_jar, v2)
+        with zipfile.ZipFile(v2, "a") as zf:
+            zf.writestr("FLINKOP-TEST-VERSION", "2\n")
+    return v2
+
+
+def job_spec(flink: Any, jar: Path, parallelism: int = 2, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "flinkRestUrl": flink.rest_url,
+        "jar": {"uri": jar.as_uri()},
+        "parallelism": parallelism,
+        "args": list(RATE_ARGS),
+    }
+    spec.update(extra)
+    return spec
+
+
+def wait_ready(flinkjobs: FlinkJobs, name: str, timeout: float = 120.0) -> dict[str, Any]:
+    return flinkjobs.wait(name, is_ready_at_current_generation, "Ready at the current generation", timeout)
+
+
+def deploy_and_count(
+    flinkjobs: FlinkJobs, flink_rest: Any, name: str, spec: dict[str, Any], count: int = 100
+) -> tuple[str, int]:
+    flinkjobs.create(name, spec)
+    resource = wait_ready(flinkjobs, name)
+    job_id = resource["status"]["jobId"]
+    return job_id, flink_rest.wait_state_counter_at_least(job_id, count)
+
+
+def assert_restored_with_state(flink_rest: Any, resource: dict[str, Any], old_job_id: str, count_before: int) -> str:
+    """The resource's job is new, RUNNING, restored from the recorded savepoint, and counts on."""
+    status = resource["status"]
+    new_job_id = status["jobId"]
+    assert new_job_id != old_job_id
+    assert flink_rest.job_state(new_job_id) == "RUNNING"
+    assert flink_rest.job_state(old_job_id) in ("FINISHED", "CANCELED")
+    savepoint = status["lastSavepoint"]["path"]
+    assert flink_rest.restored_from(new_job_id) == savepoint
+    assert status["savepointHistory"][0]["path"] == savepoint
+    # Counts go on from the restored state: a fresh start would begin again near zero.
+    assert flink_rest.wait_state_counter_at_least(new_job_id, count_before + 1) > count_before
+    assert flink_rest.restored_keys(new_job_id) > 0
+    assert flink_rest.running_jobs().count(new_job_id) == 1
+    return new_job_id
+
+
+def test_created_flinkjob_runs_its_job_and_reports_ready(
+    operator: Any, flink: Any, flink_rest: Any, flinkjobs: FlinkJobs, test_job_jar: Path, kube: Any, namespace: str
+) -> None:
+    flinkjobs.create("counter", job_spec(flink, test_job_jar, parallelism=2))
+    resource = wait_ready(flinkjobs, "counter")
+    status = resource["status"]
+    assert status["phase"] == "Running"
+    assert flink_rest.job_state(status["jobId"]) == "RUNNING"
+    assert flink_rest.job_parallelism(status["jobId"]) == 2
+    assert status["parallelism"] == 2
+    assert status["lastStableSpec"]["parallelism"] == 2
+    assert condition(resource, "Reconciling")["status"] == "False"
+    assert condition(resource, "Stalled")["status"] == "False"
+    table = kube.kubectl("get", "flinkjobs", "-n", namespace).stdout
+    assert "PHASE" in table and "JOB STATE" in table and "LAST SAVEPOINT" in table
+    assert "Running" in table and "RUNNING" in table
+
+
+def test_jar_change_upgrades_through_a_savepoint_and_state_goes_on(
+    operator: Any, flink: Any, flink_rest: Any, flinkjobs: FlinkJobs, test_job_jar: Path, jar_v2: Path
+) -> None:
+    old_job, before = deploy_and_count(flinkjobs, flink_rest, "jar-change", job_spec(flink, test_job_jar))
+    flinkjobs.patch_spec("jar-change", {"jar": {"uri": jar_v2.as_uri()}})
+    resource = wait_ready(flinkjobs, "jar-change")
+    assert_restored_with_state(flink_rest, resource, old_job, before)
+    status = resource["status"]
+    assert status["lastSavepoint"]["reason"] == "upgrade"
+    assert status["lastStableSpec"]["jarUri"] == jar_v2.as_uri()
+    assert not status.get("upgrade")
+
+
+def test_parallelism_change_2_to_3_keeps_state_and_does_not_set_allow_non_restored_on_jar_change_policy(
+    operator: Any, flink: Any, flink_rest: Any, flinkjobs: FlinkJobs, test_job_jar: Path
+) -> None:
+    spec = job_spec(flink, test_job_jar, parallelism=2, allowNonRestoredState="OnJarChange")
+    old_job, before = deploy_and_count(flinkjobs, flink_rest, "rescale", spec)
+    flinkjobs.patch_spec("rescale", {"parallelism": 3})
+    resource = wait_ready(flinkjobs, "rescale")
+    new_job = assert_restored_with_state(flink_rest, resource, old_job, before)
+    assert flink_rest.job_parallelism(new_job) == 3
+    assert resource["status"]["parallelism"] == 3
+    submits = [
+        e["message"] for e in flinkjobs.events("rescale") if new_job in e["message"] and "start job" in e["message"]
+    ]
+    assert submits, flinkjobs.events("rescale")
+    assert all("allowNonRestoredState" not in m for m in submits)
+
+
+def test_dropped_stateful_operator_with_policy_never_rolls_back_with_state_intact(
+    operator: Any, flink: Any, flink_rest: Any, flinkjobs: FlinkJobs, test_job_jar: Path
+) -> None:
+    old_job, before = deploy_and_count(flinkjobs, flink_rest, "never", job_spec(flink, test_job_jar))
+    flinkjobs.patch_spec("never", {"args": [*RATE_ARGS, "--drop-counter"]})
+    resource = flinkjobs.wait(
+        "never",
+        lambda r: is_stalled(r, "RestoreFailed") and r["status"].get("phase") == "Running",
+        "rollback",
+        timeout=180,
+    )
+    status = resource["status"]
+    assert "Cannot map checkpoint/savepoint state" in condition(resource, "Stalled")["message"]
+    assert condition(resource, "Ready")["status"] == "False"
+    assert "--drop-counter" not in status["lastStableSpec"]["args"]
+    # The rolled-back job runs the old program from the same savepoint: the counter is there and counts on.
+    assert_restored_with_state(flink_rest, resource, old_job, before)
+
+
+@pytest.mark.parametrize("policy", ["Always", "OnJarChange"])
+def test_dropped_stateful_operator_upgrades_when_policy_allows_non_restored_state(
+    policy: str, operator: Any, flink: Any, flink_rest: Any, flinkjobs: FlinkJobs, test_job_jar: Path
+) -> None:
+    name = f"drop-{policy.lower()}"
+    _old_job, _ = deploy_and_count(
+        flinkjobs, flink_rest, name, job_spec(flink, test_job_jar, allowNonRestoredState=policy)
+    )
+    flinkjobs.patch_spec(name, {"args": [*RATE_ARGS, "--drop-counter"]})
+    resource = wait_ready(flinkjobs, name)
+    status = resource["status"]
+    assert "--drop-counter" in status["lastStableSpec"]["args"]
+    assert flink_rest.restored_from(status["jobId"]) == status["lastSavepoint"]["path"]
+    assert flink_rest.job_state(status["jobId"]) == "RUNNING"
+    assert not is_stalled(resource)
+
+
+def test_cancel_savepoint_mode_upgrades_with_state(
+    operator: Any, flink: Any, flink_rest: Any, flinkjobs: FlinkJobs, test_job_jar: Path
+) -> None:
+    old_job, before = deploy_and_count(
+        flinkjobs, flink_rest, "cancel-mode", job_spec(flink, test_job_jar, savepointMode="cancel")
+    )
+    flinkjobs.patch_spec("cancel-mode", {"parallelism": 1})
+    resource = wait_ready(flinkjobs, "cancel-mode")
+    assert flink_rest.job_state(old_job) == "CANCELED"
+    assert_restored_with_state(flink_rest, resource, old_job, before)
+
+
+def test_stateless_upgrade_mode_cancels_and_starts_without_state(
+    operator: Any, flink: Any, flink_rest: Any, flinkjobs: FlinkJobs, test_job_jar: Path
+) -> None:
+    old_job, _ = deploy_and_count(
+        flinkjobs, flink_rest, "stateless", job_spec(flink, test_job_jar, upgradeMode="stateless")
+    )
+    flinkjobs.patch_spec("stateless", {"parallelism": 1})
+    resource = wait_ready(flinkjobs, "stateless")
+    new_job = resource["status"]["jobId"]
+    assert new_job != old_job
+    assert flink_rest.job_state(old_job) == "CANCELED"
+    assert flink_rest.restored_from(new_job) is None
+    flink_rest.wait_state_counter_at_least(new_job, 1)
+    assert flink_rest.restored_keys(new_job) == 0
+
+
+def test_restore_failure_with_policy_fail_stops_and_keeps_the_savepoint(
+    operator: Any, flink: Any, flink_rest: Any, flinkjobs: FlinkJobs, test_job_jar: Path
+) -> None:
+    old_job, _ = deploy_and_count(
+        flinkjobs, flink_rest, "fail-policy", job_spec(flink, test_job_jar, restoreFailurePolicy="Fail")
+    )
+    flinkjobs.patch_spec("fail-policy", {"args": [*RATE_ARGS, "--drop-counter"]})
+    resource = flinkjobs.wait(
+        "fail-policy", lambda r: r["status"].get("phase") == "Failed", "phase Failed", timeout=180
+    )
+    status = resource["status"]
+    assert is_stalled(resource, "RestoreFailed")
+    savepoint = status["lastSavepoint"]["path"]
+    assert savepoint in status["message"]
+    assert "Cannot map checkpoint/savepoint state" in status["message"]
+    assert Path(savepoint.removeprefix("file:")).exists()
+    assert flink_rest.job_state(old_job) == "FINISHED"
+    assert flink_rest.running_jobs() == []
+
+
+def test_job_cancelled_outside_the_operator_is_reported_and_not_resubmitted(
+    operator: Any, flink: Any, flink_rest: Any, flinkjobs: FlinkJobs, test_job_jar: Path
+) -> None:
+    job_id, _ = deploy_and_count(flinkjobs, flink_rest, "outside", job_spec(flink, test_job_jar), count=10)
+    flink_rest.cancel_job(job_id)
+    resource = flinkjobs.wait("outside", lambda r: is_stalled(r, "JobTerminated"), "JobTerminated", timeout=60)
+    assert resource["status"]["phase"] == "Failed"
+    assert "CANCELED" in resource["status"]["message"]
+    assert flink_rest.running_jobs() == []
+
+
+def test_delete_stops_the_job_with_a_savepoint_named_in_an_event(
+    operator: Any, flink: Any, flink_rest: Any, flinkjobs: FlinkJobs, test_job_jar: Path
+) -> None:
+    job_id, _ = deploy_and_count(flinkjobs, flink_rest, "deleted", job_spec(flink, test_job_jar), count=10)
+    flinkjobs.delete("deleted")
+    flinkjobs.wait_gone("deleted", timeout=60)
+    assert flink_rest.job_state(job_id) == "FINISHED"
+    completed = [e for e in flinkjobs.events("deleted") if e["reason"] == "SavepointCompleted"]
+    assert completed, flinkjobs.events("deleted")
+    path = completed[-1]["message"].rsplit(": ", 1)[-1].rstrip(".")
+    assert Path(path.removeprefix("file:")).exists()
+
+
+def test_invalid_spec_is_rejected_by_the_schema_with_a_readable_message(
+    crd: Path, kube: Any, namespace: str, flink: Any, test_job_jar: Path
+) -> None:
+    manifest = f"""
+apiVersion: flinkop.io/v1alpha1
+kind: FlinkJob
+metadata: {{name: bad, namespace: {namespace}}}
+spec:
+  flinkRestUrl: {flink.rest_url}
+  jar: {{uri: "ftp://example/job.jar"}}
+  parallelism: 0
+  upgradeMode: sometimes
+"""
+    result = kube.kubectl("apply", "-f", "-", input=manifest, check=False)
+    assert result.returncode != 0
+    assert "spec.parallelism" in result.stderr and "greater than or equal to 1" in result.stderr
+    assert "spec.upgradeMode" in result.stderr
+    assert "spec.jar.uri" in result.stderr

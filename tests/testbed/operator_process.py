@@ -1,0 +1,46 @@
+"""The operator under test: `python -m flinkop` as a real child process against the bed."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from testbed import procs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def start_operator(
+    workdir: Path,
+    kubeconfig: Path,
+    *,
+    name: str = "operator",
+    extra_env: Mapping[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    detach: bool = False,
+) -> procs.ManagedProcess:
+    """Starts the operator; it watches all namespaces unless `args` say otherwise."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "KUBECONFIG": str(kubeconfig),
+            "PYTHONPATH": str(REPO / "operator"),
+            "PYTHONUNBUFFERED": "1",
+            "FLINKOP_OBSERVE_INTERVAL": "3",
+            "FLINKOP_JAR_CACHE_DIR": str(workdir / f"{name}-jars"),
+        }
+    )
+    env.update(extra_env or {})
+    proc = procs.ManagedProcess(
+        name,
+        [sys.executable, "-m", "flinkop", *args],
+        workdir / f"{name}.log",
+        env=env,
+        cwd=workdir,
+        detach=detach,
+        pid_path=workdir / "pids" / f"{name}.pid" if detach else None,
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    return proc.start()
