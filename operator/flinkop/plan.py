@@ -17,6 +17,7 @@ from flinkop.observation import JarCheck, Observation
 from flinkop.spec import Deployment, FlinkJobSpec, SpecError
 from flinkop.status import Failure, Savepoint, Status, Upgrade
 
+NEEDS_A_PERSON = frozenset({"RestoreFailed", "DeployFailed", "JobTerminated"})
 POLL_FAST = 0.5  # while a step is about to complete (old job finishing, new job starting)
 POLL = 1.0  # while Flink works on a savepoint or a job start
 BACKOFF_BASE = 10.0
@@ -82,6 +83,11 @@ class _Draft:
 def plan(inp: PlanInput) -> Decision:
     d = _Draft(inp, inp.status)
     spec = inp.spec
+    if inp.deleting and _past_delete_deadline(inp):
+        if isinstance(spec, SpecError):
+            return _delete_given_up(d, f"the spec is invalid ({spec})")
+        if inp.observation.flink_error is not None:
+            return _delete_given_up(d, f"Flink is unreachable ({inp.observation.flink_error})")
     if isinstance(spec, SpecError):
         return _stall(d, "InvalidSpec", f"The spec is invalid: {spec}", None)
     obs = inp.observation
@@ -95,6 +101,20 @@ def plan(inp: PlanInput) -> Decision:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _past_delete_deadline(inp: PlanInput) -> bool:
+    return inp.delete_deadline is not None and _naive(inp.now) >= _naive(inp.delete_deadline)
+
+
+def _delete_given_up(d: _Draft, why: str) -> Decision:
+    """Deletion past its deadline when nothing can be done: release the resource, say what was left."""
+    job = d.status.job_id
+    left = f"job {job} may still run on the cluster" if job else "no job was recorded"
+    message = f"Gave up on a final savepoint after the deletion timeout: {why}; {left}."
+    d.event("DeleteGaveUp", message, warning=True)
+    d.status = replace(d.status, upgrade=None, message=message)
+    return d.finish(done_deleting=True)
 
 
 def _iso(t: datetime) -> str:
@@ -177,12 +197,14 @@ def _plan_steady(d: _Draft, spec: FlinkJobSpec) -> Decision:
     desired = spec.deployment
     fp = desired.fingerprint
     job = obs.job
-    blocked = s.failure is not None and s.failure.fingerprint in (None, fp)
+    # Failures that need a person block the spec they failed for; the others (no savepoint
+    # directory, a jar that cannot be fetched) are looked at again on every pass.
+    blocked = s.failure is not None and s.failure.reason in NEEDS_A_PERSON and s.failure.fingerprint in (None, fp)
 
     if s.job_id is None and s.deployed is None:
-        if blocked and s.failure is not None and s.failure.reason in ("RestoreFailed", "DeployFailed"):
+        if blocked:
             return d.finish()
-        return _start_deploy(d, spec, spec.initial_savepoint_path, None, first=True)
+        return _start_deploy(d, spec, spec.initial_savepoint_path, None)
 
     if job is None or not job.active:
         state = job.state if job else "MISSING"
@@ -204,7 +226,7 @@ def _plan_steady(d: _Draft, spec: FlinkJobSpec) -> Decision:
             return _stall(d, "JobTerminated", message, fp, phase="Failed")
         # The spec changed since the job ended: start it from the last savepoint.
         path = s.last_savepoint.path if s.last_savepoint else None
-        return _start_deploy(d, spec, path, s.last_stable or s.deployed, first=False)
+        return _start_deploy(d, spec, path, s.last_stable or s.deployed)
 
     info = job.info
     assert info is not None
@@ -233,14 +255,10 @@ def _plan_steady(d: _Draft, spec: FlinkJobSpec) -> Decision:
     return _start_upgrade(d, spec)
 
 
-def _start_deploy(
-    d: _Draft, spec: FlinkJobSpec, savepoint_path: str | None, source: Deployment | None, first: bool
-) -> Decision:
+def _start_deploy(d: _Draft, spec: FlinkJobSpec, savepoint_path: str | None, source: Deployment | None) -> Decision:
     target = spec.deployment
     jar_id, early = _jar_ready(d, target, d.inp.observation.jar)
     if early is not None:
-        if first and d.status.failure is not None:
-            d.status = replace(d.status, phase="Pending")
         return early
     assert jar_id is not None
     allow = spec.allow_non_restored_for(source, target) if savepoint_path else False
@@ -276,6 +294,16 @@ def _start_upgrade(d: _Draft, spec: FlinkJobSpec) -> Decision:
             s, message=f"Waiting for job {s.job_id} to be RUNNING (it is {obs.job.info.state}) before upgrading."
         )
         return d.finish(requeue=POLL)
+    directory = None
+    if spec.upgrade_mode != "stateless":
+        directory = _savepoint_directory(spec, obs)
+        if directory is None:
+            return _stall(d, "NoSavepointDirectory", _no_directory_message(), fp)
+    # The new jar is fetched, checked and uploaded while the old job keeps running (in either mode:
+    # a bad jar must never cost the running job).
+    _, early = _jar_ready(d, target, obs.jar)
+    if early is not None:
+        return early
     if spec.upgrade_mode == "stateless":
         up = Upgrade(
             kind=st.UPGRADE,
@@ -298,14 +326,7 @@ def _start_upgrade(d: _Draft, spec: FlinkJobSpec) -> Decision:
         d.event("Upgrading", action.describe())
         return d.finish(action=action, requeue=POLL)
 
-    directory = _savepoint_directory(spec, obs)
-    if directory is None:
-        return _stall(d, "NoSavepointDirectory", _no_directory_message(), fp)
-    # The new jar is fetched, checked and uploaded while the old job keeps running.
-    _, early = _jar_ready(d, target, obs.jar)
-    if early is not None:
-        return early
-    assert s.job_id is not None
+    assert s.job_id is not None and directory is not None
     up = Upgrade(
         kind=st.UPGRADE,
         step=st.SAVEPOINTING,

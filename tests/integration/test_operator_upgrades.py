@@ -221,7 +221,8 @@ def test_delete_stops_the_job_with_a_savepoint_named_in_an_event(
     job_id, _ = deploy_and_count(flinkjobs, flink_rest, "deleted", job_spec(flink, test_job_jar), count=10)
     flinkjobs.delete("deleted")
     flinkjobs.wait_gone("deleted", timeout=60)
-    assert flink_rest.job_state(job_id) == "FINISHED"
+    # The savepoint is complete when the resource is released; the job reaches FINISHED just after.
+    assert flink_rest.wait_job_state(job_id, ("FINISHED", "CANCELED", "FAILED"), timeout=30) == "FINISHED"
     completed = [e for e in flinkjobs.events("deleted") if e["reason"] == "SavepointCompleted"]
     assert completed, flinkjobs.events("deleted")
     path = completed[-1]["message"].rsplit(": ", 1)[-1].rstrip(".")
