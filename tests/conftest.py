@@ -74,10 +74,11 @@ def crd(kube: Any) -> Path:
 
 @pytest.fixture(scope="session")
 def operator(kube: Any, crd: Path, flink: Any, bed_dir: Path) -> Iterator[procs.ManagedProcess]:
-    """One operator process for the session (tests that kill it start their own)."""
+    """One operator process for the session. It serves every namespace but `own-*`: tests that
+    kill or restart an operator run their own there (see `own_namespace`)."""
     from testbed.operator_process import start_operator
 
-    proc = start_operator(bed_dir / "operator", kube.admin_kubeconfig)
+    proc = start_operator(bed_dir / "operator", kube.admin_kubeconfig, args=("--namespace", "!own-*"))
     try:
         yield proc
     finally:
@@ -114,6 +115,27 @@ def namespace(kube: Any, request: pytest.FixtureRequest) -> Iterator[str]:
         '{"metadata":{"finalizers":null}}',
         check=False,
     )
+
+
+@pytest.fixture
+def own_namespace(kube: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace the session operator does not serve, for a test that runs its own operator.
+    At the end, finalizers are dropped and leftover jobs cancelled (the test's operator is gone)."""
+    name = f"own-{next(_namespace_counter)}"
+    kube.kubectl("create", "namespace", name)
+    yield name
+    kube.kubectl(
+        "patch",
+        "flinkjobs",
+        "--all",
+        "-n",
+        name,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+        check=False,
+    )
+    kube.kubectl("delete", "flinkjobs", "--all", "-n", name, "--wait=false", check=False)
 
 
 @pytest.fixture

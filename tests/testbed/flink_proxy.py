@@ -26,6 +26,7 @@ class _Hold:
     arrived: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
     drop: bool = False
+    after_forward: bool = False  # forward to Flink first, then park the answer
 
 
 class FlinkProxy:
@@ -52,7 +53,7 @@ class FlinkProxy:
                     self.close_connection = True
                     return
                 hold = proxy._matching_hold(self.command, self.path)
-                if hold is not None:
+                if hold is not None and not hold.after_forward:
                     hold.arrived.set()
                     hold.released.wait(timeout=300)
                     if hold.drop:
@@ -68,6 +69,12 @@ class FlinkProxy:
                     return
                 with proxy._lock:
                     proxy.forwarded.append((self.command, self.path, resp.status_code))
+                if hold is not None and hold.after_forward:
+                    hold.arrived.set()
+                    hold.released.wait(timeout=300)
+                    if hold.drop:
+                        self.close_connection = True
+                        return
                 self.send_response(resp.status_code)
                 for k, v in resp.headers.items():
                     if k.lower() not in _HOP_HEADERS:
@@ -90,9 +97,10 @@ class FlinkProxy:
                     return hold
         return None
 
-    def hold(self, method: str, path_regex: str) -> _Hold:
-        """Parks the next matching requests until `release` is called on the returned hold."""
-        hold = _Hold(method, re.compile(path_regex))
+    def hold(self, method: str, path_regex: str, after_forward: bool = False) -> _Hold:
+        """Parks matching requests until `release` is called on the returned hold; with
+        `after_forward`, Flink gets the request and only its answer is parked."""
+        hold = _Hold(method, re.compile(path_regex), after_forward=after_forward)
         with self._lock:
             self._holds.append(hold)
         return hold

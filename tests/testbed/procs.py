@@ -102,6 +102,8 @@ class ManagedProcess:
             _signal_group(self.pid, signal.SIGKILL)
             assert self.popen is not None
             self.popen.wait(timeout=10)
+        if self in _running:
+            _running.remove(self)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen is None:
