@@ -247,3 +247,39 @@ spec:
     assert "spec.parallelism" in result.stderr and "greater than or equal to 1" in result.stderr
     assert "spec.upgradeMode" in result.stderr
     assert "spec.jar.uri" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def flink_without_savepoint_dir(bed_dir: Path) -> Any:
+    """A second session cluster whose configuration has no state.savepoints.dir."""
+    from testbed.flink import start_flink
+
+    cluster = start_flink(bed_dir / "flink-no-savepoint-dir", savepoints_dir=False, slots=4)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_no_savepoint_directory_anywhere_leaves_the_job_untouched_and_says_which_settings(
+    operator: Any, flink_without_savepoint_dir: Any, flinkjobs: FlinkJobs, test_job_jar: Path, tmp_path: Path
+) -> None:
+    from testbed.flink_rest import FlinkRest
+
+    rest = FlinkRest(flink_without_savepoint_dir.rest_url)
+    job_id, _ = deploy_and_count(flinkjobs, rest, "no-dir", job_spec(flink_without_savepoint_dir, test_job_jar), 10)
+    flinkjobs.patch_spec("no-dir", {"parallelism": 3})
+    resource = flinkjobs.wait("no-dir", lambda r: is_stalled(r, "NoSavepointDirectory"), "NoSavepointDirectory")
+    message = condition(resource, "Stalled")["message"]
+    assert "spec.savepointDirectory" in message and "state.savepoints.dir" in message
+    assert resource["status"]["jobId"] == job_id
+    assert rest.job_state(job_id) == "RUNNING"
+    assert rest.job_parallelism(job_id) == 2
+    # Giving the resource a directory lets the same upgrade go ahead.
+    flinkjobs.patch_spec("no-dir", {"savepointDirectory": (tmp_path / "savepoints").as_uri()})
+    done = wait_ready(flinkjobs, "no-dir")
+    assert done["status"]["lastSavepoint"]["path"].startswith(f"file:{tmp_path}")
+    assert rest.job_parallelism(done["status"]["jobId"]) == 3
+    flinkjobs.delete("no-dir")
+    flinkjobs.wait_gone("no-dir")
+    rest.cancel_running_jobs()
