@@ -95,6 +95,12 @@ def plan(inp: PlanInput) -> Decision:
         return _flink_unreachable(d, spec, obs.flink_error)
     if inp.deleting:
         return _plan_delete(d, spec)
+    if spec.state == "suspended" and d.status.upgrade is None:  # an upgrade in flight finishes first
+        message = (
+            "spec.state: suspended is not supported by this version of flinkop yet; nothing was changed "
+            "(set it back to running)."
+        )
+        return _stall(d, "Unsupported", message, None)
     if d.status.upgrade is not None:
         return _continue_upgrade(d, spec, d.status.upgrade)
     return _plan_steady(d, spec)
