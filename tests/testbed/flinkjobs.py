@@ -20,8 +20,8 @@ class FlinkJobs:
         from kubernetes import client
 
         self.namespace = namespace
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
+        self.custom: Any = client.CustomObjectsApi(api_client)
+        self.core: Any = client.CoreV1Api(api_client)
 
     def create(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         body = {
@@ -62,7 +62,7 @@ class FlinkJobs:
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
 
-    def events(self, name: str) -> list[dict[str, str]]:
+    def events(self, name: str) -> list[dict[str, Any]]:
         items = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}").items
         return [{"type": e.type, "reason": e.reason, "message": e.message} for e in items]
 
