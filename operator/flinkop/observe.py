@@ -95,7 +95,9 @@ def _cluster_savepoint_dir(client: FlinkClient) -> str | None:
     cached = _config_cache.get(client.base_url)
     if cached and time.monotonic() - cached[0] < _CONFIG_TTL:
         return cached[1]
-    value = client.config().get("state.savepoints.dir") or None
+    config = client.config()
+    # Flink 2 names it execution.checkpointing.savepoint-dir; state.savepoints.dir is the older key.
+    value = config.get("execution.checkpointing.savepoint-dir") or config.get("state.savepoints.dir") or None
     _config_cache[client.base_url] = (time.monotonic(), value)
     return value
 

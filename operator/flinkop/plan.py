@@ -189,7 +189,8 @@ def _savepoint_directory(spec: FlinkJobSpec, obs: Observation) -> str | None:
 
 def _no_directory_message() -> str:
     return (
-        "No savepoint directory: set spec.savepointDirectory or the cluster's state.savepoints.dir; "
+        "No savepoint directory: set spec.savepointDirectory or the cluster's state.savepoints.dir "
+        "(execution.checkpointing.savepoint-dir in Flink 2); "
         "the running job was not touched."
     )
 
