@@ -283,3 +283,92 @@ def test_no_savepoint_directory_anywhere_leaves_the_job_untouched_and_says_which
     flinkjobs.delete("no-dir")
     flinkjobs.wait_gone("no-dir")
     rest.cancel_running_jobs()
+
+
+@pytest.fixture(scope="module")
+def jar_server(bed_dir: Path) -> Any:
+    """Serves bed_dir/jobs over http:// on loopback, as an artifact repository would."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from testbed.procs import free_port
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Quiet, directory=str(bed_dir / "jobs")))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_jar_over_http_with_a_wrong_digest_never_takes_the_running_job_down(
+    operator: Any,
+    flink: Any,
+    flink_rest: Any,
+    flinkjobs: FlinkJobs,
+    test_job_jar: Path,
+    jar_v2: Path,
+    jar_server: str,
+) -> None:
+    import hashlib
+
+    v1_url = f"{jar_server}/{test_job_jar.name}"
+    v1_sha = hashlib.sha256(test_job_jar.read_bytes()).hexdigest()
+    spec = job_spec(flink, test_job_jar)
+    spec["jar"] = {"uri": v1_url, "sha256": v1_sha}
+    job_id, _ = deploy_and_count(flinkjobs, flink_rest, "digest", spec, count=10)
+    jars_before = {j["id"] for j in flink_rest.get("/jars")["files"]}
+
+    flinkjobs.patch_spec("digest", {"jar": {"uri": f"{jar_server}/{jar_v2.name}", "sha256": v1_sha}})
+    resource = flinkjobs.wait("digest", lambda r: is_stalled(r, "JarDigestMismatch"), "JarDigestMismatch")
+    assert v1_sha in condition(resource, "Stalled")["message"]
+    flinkjobs.patch_spec("digest", {"jar": {"uri": f"{jar_server}/missing.jar", "sha256": None}})
+    resource = flinkjobs.wait("digest", lambda r: is_stalled(r, "JarFetchFailed"), "JarFetchFailed")
+    assert "404" in condition(resource, "Stalled")["message"]
+    assert flink_rest.job_state(job_id) == "RUNNING"
+    assert resource["status"]["jobId"] == job_id
+    assert {j["id"] for j in flink_rest.get("/jars")["files"]} == jars_before, "a refused jar never reaches Flink"
+
+    # The right jar: the upgrade goes ahead, and the jar the old job ran is deleted from the cluster.
+    v2_sha = hashlib.sha256(jar_v2.read_bytes()).hexdigest()
+    flinkjobs.patch_spec("digest", {"jar": {"uri": f"{jar_server}/{jar_v2.name}", "sha256": v2_sha}})
+    done = wait_ready(flinkjobs, "digest")
+    assert done["status"]["jobId"] != job_id
+    names = [j["name"] for j in flink_rest.get("/jars")["files"]]
+    assert any(v2_sha[:20] in n for n in names)
+    assert not any(v1_sha[:20] in n for n in names), names
+
+
+def test_change_during_an_upgrade_is_applied_after_it(
+    operator: Any, flink: Any, flink_rest: Any, flinkjobs: FlinkJobs, test_job_jar: Path, tmp_path: Path
+) -> None:
+    slow = tmp_path / "slow"
+    spec = job_spec(flink, test_job_jar, parallelism=2)
+    spec["args"] = [*RATE_ARGS, "--slow-snapshot-file", str(slow), "--slow-snapshot-ms", "3000"]
+    old_job, before = deploy_and_count(flinkjobs, flink_rest, "queued", spec)
+    assert flink_rest.job_state(old_job) == "RUNNING"
+    slow.touch()
+    flinkjobs.patch_spec("queued", {"parallelism": 3})
+    flinkjobs.wait(
+        "queued",
+        lambda r: ((r.get("status") or {}).get("upgrade") or {}).get("step") == "Savepointing",
+        "an upgrade in flight",
+    )
+    flinkjobs.patch_spec("queued", {"parallelism": 1})  # while the first upgrade's savepoint runs
+    slow.unlink()
+    resource = wait_ready(flinkjobs, "queued", timeout=180)
+    status = resource["status"]
+    assert flink_rest.job_parallelism(status["jobId"]) == 1
+    assert flink_rest.running_jobs() == [status["jobId"]]
+    upgrades = [s for s in status["savepointHistory"] if s["reason"] == "upgrade"]
+    assert len(upgrades) == 2, "both changes were applied, one after the other"
+    assert flink_rest.restored_from(status["jobId"]) == upgrades[0]["path"]
+    assert flink_rest.wait_state_counter_at_least(status["jobId"], before + 1) > before
