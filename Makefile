@@ -50,7 +50,7 @@ demo-down:
 
 clean: demo-down
 	rm -rf $(BED_DIR) .pytest_cache .mypy_cache .ruff_cache
-	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+	find operator tests -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
 	rm -rf $(VENV) *.egg-info operator/*.egg-info

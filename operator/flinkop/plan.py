@@ -311,43 +311,29 @@ def _start_upgrade(d: _Draft, spec: FlinkJobSpec) -> Decision:
     _, early = _jar_ready(d, target, obs.jar)
     if early is not None:
         return early
-    if spec.upgrade_mode == "stateless":
-        up = Upgrade(
-            kind=st.UPGRADE,
-            step=st.CANCELLING,
-            target=target,
-            started_at=now,
-            step_started_at=now,
-            source=s.deployed,
-            from_job_id=s.job_id,
-        )
-        assert s.job_id is not None
-        action: Action = CancelJob(s.job_id)
-        d.status = replace(
-            s,
-            phase="Upgrading",
-            upgrade=up,
-            failure=None,
-            message=f"Upgrading without state (upgradeMode: stateless): cancelling job {s.job_id}.",
-        )
-        d.event("Upgrading", action.describe())
-        return d.finish(action=action, requeue=POLL)
-
-    assert s.job_id is not None and directory is not None
+    assert s.job_id is not None
+    stateless = spec.upgrade_mode == "stateless"
     up = Upgrade(
         kind=st.UPGRADE,
-        step=st.SAVEPOINTING,
+        step=st.CANCELLING if stateless else st.SAVEPOINTING,
         target=target,
         started_at=now,
         step_started_at=now,
         source=s.deployed,
         from_job_id=s.job_id,
-        trigger_id=d.inp.fresh_id,
+        trigger_id=None if stateless else d.inp.fresh_id,
         savepoint_directory=directory,
     )
-    action = _savepoint_action(spec, s.job_id, d.inp.fresh_id, directory)
-    d.status = replace(s, phase="Upgrading", upgrade=up, failure=None, message=f"Upgrading: {action.describe()}.")
-    d.event("Savepointing", action.describe())
+    action: Action
+    if stateless:
+        action = CancelJob(s.job_id)
+        message = f"Upgrading without state (upgradeMode: stateless): cancelling job {s.job_id}."
+    else:
+        assert directory is not None
+        action = _savepoint_action(spec, s.job_id, d.inp.fresh_id, directory)
+        message = f"Upgrading: {action.describe()}."
+    d.status = replace(s, phase="Upgrading", upgrade=up, failure=None, message=message)
+    d.event("Upgrading" if stateless else "Savepointing", action.describe())
     return d.finish(action=action, requeue=POLL)
 
 
