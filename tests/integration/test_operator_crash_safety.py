@@ -141,3 +141,39 @@ def test_flink_unreachable_is_reported_and_the_upgrade_waits_until_it_answers(
     proxy.down = False
     done = jobs.wait("unreachable", is_ready_at_current_generation, "Ready once Flink answers", timeout=120)
     assert flink_rest.restored_from(done["status"]["jobId"]) == done["status"]["lastSavepoint"]["path"]
+
+
+def test_delete_gives_up_after_its_timeout_when_flink_stays_unreachable_and_says_so(
+    kube: Any,
+    crd: Path,
+    flink: Any,
+    flink_rest: Any,
+    proxy: FlinkProxy,
+    own_namespace: str,
+    test_job_jar: Path,
+    bed_dir: Path,
+) -> None:
+    jobs = FlinkJobs(kube.api_client(), own_namespace)
+    operator = start_operator(
+        bed_dir / own_namespace,
+        kube.admin_kubeconfig,
+        args=("--namespace", own_namespace),
+        extra_env={"FLINKOP_DELETE_TIMEOUT": "8"},
+    )
+    try:
+        jobs.create(
+            "orphan",
+            {"flinkRestUrl": proxy.url, "jar": {"uri": test_job_jar.as_uri()}, "parallelism": 1, "args": RATE_ARGS},
+        )
+        job_id = jobs.wait("orphan", is_ready_at_current_generation, "Ready", timeout=120)["status"]["jobId"]
+        proxy.down = True
+        started = time.monotonic()
+        jobs.delete("orphan")
+        jobs.wait_gone("orphan", timeout=60)
+        assert time.monotonic() - started >= 5, "released before the deletion timeout"
+        gave_up = [e for e in jobs.events("orphan") if e["reason"] == "DeleteGaveUp"]
+        assert gave_up and job_id in gave_up[-1]["message"], jobs.events("orphan")
+        assert flink_rest.job_state(job_id) == "RUNNING", "the job is left as it is, never stopped without a savepoint"
+    finally:
+        operator.stop()
+        flink_rest.cancel_running_jobs()
