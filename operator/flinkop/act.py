@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flinkop.actions import Action, CancelJob, DeleteJar, SubmitJob, TriggerSavepoint, UploadJar
+from flinkop.actions import Action, CancelJob, DeleteJar, DisposeSavepoint, SubmitJob, TriggerSavepoint, UploadJar
 from flinkop.flink_client import FlinkClient
 from flinkop.jars import cluster_name
 
 
-def perform(client: FlinkClient, action: Action) -> None:
-    """Raises FlinkError (FlinkUnreachable when Flink was not reached) when the action failed."""
+def perform(client: FlinkClient, action: Action) -> str | None:
+    """Raises FlinkError (FlinkUnreachable when Flink was not reached) when the action failed.
+    Returns the id Flink gave the operation when the planner could not choose it (disposal)."""
     if isinstance(action, UploadJar):
         client.upload_jar(action.local_path, cluster_name(action.sha256, action.uri))
     elif isinstance(action, TriggerSavepoint):
@@ -38,3 +39,6 @@ def perform(client: FlinkClient, action: Action) -> None:
         )
     elif isinstance(action, DeleteJar):
         client.delete_jar(action.jar_id)
+    elif isinstance(action, DisposeSavepoint):
+        return client.dispose_savepoint(action.path)
+    return None

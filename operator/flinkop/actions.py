@@ -64,4 +64,12 @@ class DeleteJar:
         return f"delete jar {self.jar_id} from the cluster"
 
 
-Action = UploadJar | TriggerSavepoint | CancelJob | SubmitJob | DeleteJar
+@dataclass(frozen=True)
+class DisposeSavepoint:
+    path: str
+
+    def describe(self) -> str:
+        return f"dispose of savepoint {self.path}"
+
+
+Action = UploadJar | TriggerSavepoint | CancelJob | SubmitJob | DeleteJar | DisposeSavepoint

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from flinkop.status import Status
+from flinkop.status import SAVEPOINT, Status
 
 
 def _condition(
@@ -32,38 +32,47 @@ def _condition(
 
 
 def derive_conditions(
-    status: Status, desired_fingerprint: str | None, generation: int, now: datetime
+    status: Status, desired_fingerprint: str | None, generation: int, now: datetime, suspended: bool = False
 ) -> tuple[Mapping[str, Any], ...]:
+    """`suspended`: the spec asks for the job to be suspended (then reaching Suspended is Ready)."""
     failure = status.failure
     stalled = failure is not None and failure.fingerprint in (None, desired_fingerprint)
+    # A savepoint that keeps the job running (manual, periodic) changes neither Ready nor Reconciling.
+    work = status.upgrade if status.upgrade is not None and status.upgrade.kind != SAVEPOINT else None
     running_desired = (
-        status.phase == "Running"
-        and status.upgrade is None
+        not suspended
+        and status.phase == "Running"
+        and work is None
         and status.deployed is not None
         and status.deployed.fingerprint == desired_fingerprint
     )
-    ready = running_desired and not stalled
+    suspended_reached = suspended and status.phase == "Suspended" and work is None
+    ready = (running_desired or suspended_reached) and not stalled
     reconciling = (
         not stalled
         and not ready
-        and (status.upgrade is not None or status.phase in ("Pending", "Deploying", "Upgrading", "RollingBack"))
+        and (work is not None or suspended or status.phase in ("Pending", "Deploying", "Upgrading", "RollingBack"))
     )
     if ready:
-        ready_reason = "Running"
+        ready_reason = "Suspended" if suspended_reached else "Running"
     elif stalled and failure is not None:
         ready_reason = failure.reason
-    elif status.upgrade is not None:
-        ready_reason = status.upgrade.step
+    elif work is not None:
+        ready_reason = work.step
     else:
         ready_reason = status.phase
-    message = status.message
-    step = f"{status.upgrade.kind}: {status.upgrade.step}" if status.upgrade else status.phase
+    if work is not None:
+        reconciling_reason, step = work.kind.capitalize(), f"{work.kind}: {work.step}"
+    elif suspended:
+        reconciling_reason, step = "Suspend", "suspending"
+    else:
+        reconciling_reason, step = status.phase, status.phase
     return (
-        _condition("Ready", ready, ready_reason, message, generation, now, status),
+        _condition("Ready", ready, ready_reason, status.message, generation, now, status),
         _condition(
             "Reconciling",
             reconciling,
-            (status.upgrade.kind.capitalize() if status.upgrade else status.phase) if reconciling else "Idle",
+            reconciling_reason if reconciling else "Idle",
             step if reconciling else "",
             generation,
             now,

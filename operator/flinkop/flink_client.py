@@ -291,6 +291,27 @@ class FlinkClient:
             return SavepointOperation("COMPLETED", location=str(location))
         return SavepointOperation("FAILED", failure=f"savepoint finished without a location: {body!r}")
 
+    def dispose_savepoint(self, path: str) -> str:
+        """`flink savepoint -d PATH`: starts disposing of a savepoint (no job needed); the trigger id."""
+        answer = self._request(
+            f"dispose of savepoint {path}", "POST", "/savepoint-disposal", json={"savepoint-path": path}, retry=False
+        )
+        return str(answer["request-id"])
+
+    def disposal_status(self, trigger_id: str) -> SavepointOperation:
+        """COMPLETED (location None) when the savepoint is gone, FAILED with the cause otherwise."""
+        try:
+            body = self._request(f"read savepoint disposal {trigger_id}", "GET", f"/savepoint-disposal/{trigger_id}")
+        except FlinkNotFound:
+            return SavepointOperation("UNKNOWN")
+        if str(body.get("status", {}).get("id", "")) == "IN_PROGRESS":
+            return SavepointOperation("IN_PROGRESS")
+        cause = (body.get("operation") or {}).get("failure-cause")
+        if cause:
+            text = cause.get("stack-trace") or cause.get("class") or str(cause)
+            return SavepointOperation("FAILED", failure=summarize_exception(str(text)))
+        return SavepointOperation("COMPLETED")
+
     def latest_savepoint(self, job_id: str) -> LatestSavepoint | None:
         """The job's latest completed savepoint, from its checkpoint statistics."""
         body = self._request(f"read checkpoints of job {job_id}", "GET", f"/jobs/{job_id}/checkpoints")

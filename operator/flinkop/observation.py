@@ -50,3 +50,4 @@ class Observation:
     savepoint: SavepointOperation | None = None  # the upgrade's savepoint trigger
     latest_savepoint: LatestSavepoint | None = None  # fallback when the trigger is forgotten
     jar: JarCheck | None = None
+    disposal: SavepointOperation | None = None  # status.disposal's operation

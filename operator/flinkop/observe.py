@@ -57,6 +57,10 @@ def _observe(
         if forgotten and job is not None and not job.active and not job.missing:
             latest = client.latest_savepoint(up.from_job_id)
 
+    disposal = None
+    if status.disposal is not None and status.disposal.trigger_id:
+        disposal = client.disposal_status(status.disposal.trigger_id)
+
     cluster_dir = None
     if spec.savepoint_directory is None and (job_id or deleting):
         cluster_dir = _cluster_savepoint_dir(client)
@@ -74,6 +78,7 @@ def _observe(
         savepoint=savepoint,
         latest_savepoint=latest,
         jar=jar,
+        disposal=disposal,
     )
 
 

@@ -10,12 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from flinkop import retention
 from flinkop import status as st
-from flinkop.actions import Action, CancelJob, DeleteJar, SubmitJob, TriggerSavepoint, UploadJar
+from flinkop.actions import (
+    Action,
+    CancelJob,
+    DeleteJar,
+    DisposeSavepoint,
+    SubmitJob,
+    TriggerSavepoint,
+    UploadJar,
+)
 from flinkop.conditions import derive_conditions
 from flinkop.observation import JarCheck, Observation
 from flinkop.spec import Deployment, FlinkJobSpec, SpecError
-from flinkop.status import Failure, Savepoint, Status, Upgrade
+from flinkop.status import Disposal, Failure, Savepoint, Status, Upgrade
 
 NEEDS_A_PERSON = frozenset({"RestoreFailed", "DeployFailed", "JobTerminated"})
 POLL_FAST = 0.5  # while a step is about to complete (old job finishing, new job starting)
@@ -75,7 +84,13 @@ class _Draft:
         final = replace(
             self.status,
             observed_generation=self.inp.generation,
-            conditions=derive_conditions(self.status, desired, self.inp.generation, self.inp.now),
+            conditions=derive_conditions(
+                self.status,
+                desired,
+                self.inp.generation,
+                self.inp.now,
+                suspended=isinstance(spec, FlinkJobSpec) and spec.state == "suspended",
+            ),
         )
         return Decision(final, action, requeue, tuple(self.events), done_deleting)
 
@@ -95,12 +110,6 @@ def plan(inp: PlanInput) -> Decision:
         return _flink_unreachable(d, spec, obs.flink_error)
     if inp.deleting:
         return _plan_delete(d, spec)
-    if spec.state == "suspended" and d.status.upgrade is None:  # an upgrade in flight finishes first
-        message = (
-            "spec.state: suspended is not supported by this version of flinkop yet; nothing was changed "
-            "(set it back to running)."
-        )
-        return _stall(d, "Unsupported", message, None)
     if d.status.upgrade is not None:
         return _continue_upgrade(d, spec, d.status.upgrade)
     return _plan_steady(d, spec)
@@ -209,6 +218,9 @@ def _plan_steady(d: _Draft, spec: FlinkJobSpec) -> Decision:
     blocked = s.failure is not None and s.failure.reason in NEEDS_A_PERSON and s.failure.fingerprint in (None, fp)
 
     if s.job_id is None and s.deployed is None:
+        if spec.state == "suspended":
+            d.status = replace(s, phase="Suspended", message="Suspended before its first start: nothing runs.")
+            return d.finish()
         if blocked:
             return d.finish()
         return _start_deploy(d, spec, spec.initial_savepoint_path, None)
@@ -216,6 +228,21 @@ def _plan_steady(d: _Draft, spec: FlinkJobSpec) -> Decision:
     if job is None or not job.active:
         state = job.state if job else "MISSING"
         d.status = replace(s, job_state=state)
+        if spec.state == "suspended":
+            resume_from = s.last_savepoint.path if s.last_savepoint else "none"
+            if s.phase != "Suspended":
+                d.event("Suspended", f"Suspended; the job is {state}; it will resume from savepoint {resume_from}.")
+            d.status = replace(
+                d.status,
+                phase="Suspended",
+                failure=None,
+                message=f"Suspended; resumes from savepoint {resume_from} when spec.state is running again.",
+            )
+            return _retention_step(d, spec) or d.finish()
+        if s.phase == "Suspended":
+            restore = s.last_savepoint.path if s.last_savepoint else None
+            d.event("Resuming", f"Resuming from savepoint {restore} with the current spec.")
+            return _start_deploy(d, spec, restore, s.last_stable or s.deployed)
         if blocked:
             d.status = replace(d.status, phase="Failed")
             return d.finish()
@@ -251,15 +278,119 @@ def _plan_steady(d: _Draft, spec: FlinkJobSpec) -> Decision:
             )
             if stable_changed or s.phase != "Running":
                 d.event("Running", f"Job {s.job_id} runs every vertex at parallelism {info.parallelism}.")
-            return d.finish()
+            return _savepoint_work(d, spec, info.start_time_ms)
         d.status = replace(
             d.status, phase="Deploying", message=f"Job {s.job_id} is {info.state}; waiting for every vertex to run."
         )
         return d.finish(requeue=POLL)
+    if spec.state == "suspended" and info.state == "RUNNING":
+        return _start_savepoint_op(d, spec, st.SUSPEND)  # a spec change is applied at resume
     if blocked:
         d.status = replace(d.status, phase="Running" if info.all_vertices_running else d.status.phase)
         return d.finish()
     return _start_upgrade(d, spec)
+
+
+def _savepoint_work(d: _Draft, spec: FlinkJobSpec, job_start_ms: int) -> Decision:
+    """A running job at its spec: suspend, a manual or periodic savepoint, or retention."""
+    s = d.status
+    if spec.state == "suspended":
+        return _start_savepoint_op(d, spec, st.SUSPEND)
+    if spec.savepoint_nonce is not None and spec.savepoint_nonce != s.savepoint_nonce:
+        return _start_savepoint_op(d, spec, st.SAVEPOINT, reason="manual", nonce=spec.savepoint_nonce)
+    if spec.savepoint_interval_seconds is not None:
+        last = _parse(s.last_savepoint.time) if s.last_savepoint else None
+        since = max(
+            (t for t in (last, datetime(1970, 1, 1) + timedelta(milliseconds=job_start_ms)) if t is not None),
+        )
+        if (_naive(d.inp.now) - since).total_seconds() >= spec.savepoint_interval_seconds:
+            return _start_savepoint_op(d, spec, st.SAVEPOINT, reason="periodic")
+    return _retention_step(d, spec) or d.finish()
+
+
+def _start_savepoint_op(
+    d: _Draft, spec: FlinkJobSpec, kind: str, reason: str | None = None, nonce: int | None = None
+) -> Decision:
+    """Suspend (stop or cancel with a savepoint, then stay stopped) or a savepoint that keeps the job running."""
+    s = d.status
+    assert s.job_id is not None and s.deployed is not None
+    directory = _savepoint_directory(spec, d.inp.observation)
+    if directory is None:
+        return _stall(d, "NoSavepointDirectory", _no_directory_message(), spec.deployment.fingerprint)
+    now = _iso(d.inp.now)
+    up = Upgrade(
+        kind=kind,
+        step=st.SAVEPOINTING,
+        target=s.deployed,
+        started_at=now,
+        step_started_at=now,
+        source=s.deployed,
+        from_job_id=s.job_id,
+        trigger_id=d.inp.fresh_id,
+        savepoint_directory=directory,
+        reason=reason,
+        nonce=nonce,
+    )
+    action = TriggerSavepoint(s.job_id, d.inp.fresh_id, directory, _mode_for(kind, spec), drain=_drain_for(kind, spec))
+    verb = "Suspending" if kind == st.SUSPEND else f"Taking a {reason} savepoint"
+    d.status = replace(s, upgrade=up, failure=None, message=f"{verb}: {action.describe()}.")
+    d.event("Suspending" if kind == st.SUSPEND else "Savepointing", action.describe())
+    return d.finish(action=action, requeue=POLL)
+
+
+def _mode_for(kind: str, spec: FlinkJobSpec) -> str:
+    if kind == st.SAVEPOINT:
+        return "keep"
+    if kind == st.DELETE:
+        return "stop"
+    return "cancel" if spec.savepoint_mode == "cancel" else "stop"
+
+
+def _drain_for(kind: str, spec: FlinkJobSpec) -> bool:
+    return kind in (st.UPGRADE, st.SUSPEND) and spec.drain and spec.savepoint_mode == "stop"
+
+
+def _retention_step(d: _Draft, spec: FlinkJobSpec, candidates: list[str] | None = None) -> Decision | None:
+    """One step of disposing of savepoints that fell out of the history; None when there is none.
+    An entry leaves the history only once Flink disposed of it (or it was already gone)."""
+    s = d.status
+    now = _naive(d.inp.now)
+    dis = s.disposal
+    if candidates is None:
+        candidates = retention.disposable(s, spec, now)
+    if dis is None:
+        if not candidates:
+            return None
+        dis = Disposal(path=candidates[0], started_at=_iso(now))
+        d.status = replace(s, disposal=dis)  # the intent comes first; its trigger id after the call
+        return d.finish(action=DisposeSavepoint(dis.path), requeue=POLL)
+    op = d.inp.observation.disposal if dis.trigger_id else None
+    if op is None or op.status == "UNKNOWN":
+        retry_at = _parse(dis.retry_at)
+        if retry_at is not None and now < retry_at:
+            return None
+        if dis.path not in candidates and dis.path in retention.protected_paths(s, spec):
+            d.status = replace(s, disposal=None)  # it became a restore point: keep it
+            return d.finish(requeue=POLL_FAST)
+        d.status = replace(s, disposal=replace(dis, trigger_id=None, retry_at=None))
+        return d.finish(action=DisposeSavepoint(dis.path), requeue=POLL)
+    if op.status == "IN_PROGRESS":
+        return d.finish(requeue=POLL)
+    if op.status == "COMPLETED" or retention.already_gone(op.failure):
+        how = "disposed of" if op.status == "COMPLETED" else "already gone; dropped from the history"
+        d.event("SavepointDisposed", f"Savepoint {dis.path} {how}.")
+        d.status = replace(s.without_savepoint(dis.path), disposal=None)
+        return d.finish(requeue=POLL_FAST if len(candidates) > 1 else None)
+    attempts = dis.attempts + 1
+    retry = now + timedelta(seconds=backoff_seconds(attempts))
+    message = (
+        f"Could not dispose of savepoint {dis.path}: {op.failure}; it stays in the history; retrying at {_iso(retry)}."
+    )
+    d.event("DisposalFailed", message, warning=True)
+    d.status = replace(
+        s, disposal=replace(dis, trigger_id=None, attempts=attempts, retry_at=_iso(retry), last_error=op.failure)
+    )
+    return d.finish()
 
 
 def _start_deploy(d: _Draft, spec: FlinkJobSpec, savepoint_path: str | None, source: Deployment | None) -> Decision:
@@ -283,7 +414,12 @@ def _start_deploy(d: _Draft, spec: FlinkJobSpec, savepoint_path: str | None, sou
     )
     action = SubmitJob(jar_id, d.inp.fresh_id, target, savepoint_path, allow)
     d.status = replace(
-        d.status, phase="Deploying", upgrade=up, failure=None, message=f"Deploying: {action.describe()}."
+        d.status,
+        phase="Deploying",
+        upgrade=up,
+        failure=None,
+        savepoint_nonce=spec.savepoint_nonce,  # a fresh start answers any savepoint request so far
+        message=f"Deploying: {action.describe()}.",
     )
     d.event("Deploying", action.describe())
     return d.finish(action=action, requeue=POLL)
@@ -346,8 +482,8 @@ def _savepoint_action(spec: FlinkJobSpec, job_id: str, trigger_id: str, director
 
 
 def _phase_for(up: Upgrade, current: str) -> str:
-    if up.kind == st.DELETE:
-        return current  # deletion has no phase of its own; the message says what happens
+    if up.kind in (st.DELETE, st.SUSPEND, st.SAVEPOINT):
+        return current  # no phase of their own while the savepoint runs; the message says what happens
     return {st.DEPLOY: "Deploying", st.ROLLBACK: "RollingBack"}.get(up.kind, "Upgrading")
 
 
@@ -400,8 +536,9 @@ def _savepointing(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
             retry_at=None,
             step_started_at=_iso(now) if trigger_id != up.trigger_id else up.step_started_at,
         )
-        mode = "stop" if up.kind == st.DELETE else spec.savepoint_mode
-        action = TriggerSavepoint(up.from_job_id, trigger_id, directory, mode, drain=spec.drain and mode == "stop")
+        action = TriggerSavepoint(
+            up.from_job_id, trigger_id, directory, _mode_for(up.kind, spec), drain=_drain_for(up.kind, spec)
+        )
         d.status = replace(d.status, phase=phase, upgrade=new_up, message=f"{phase}: {action.describe()}.")
         d.event("Savepointing", action.describe())
         return d.finish(action=action, requeue=POLL)
@@ -439,12 +576,24 @@ def _savepointing(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
 def _savepoint_completed(d: _Draft, spec: FlinkJobSpec, up: Upgrade, location: str) -> Decision:
     """Records the savepoint first; the next step's ids are in the same status write."""
     now = _iso(d.inp.now)
-    reason = "delete" if up.kind == st.DELETE else "upgrade"
+    reason = {st.DELETE: "delete", st.SUSPEND: "suspend", st.SAVEPOINT: up.reason or "manual"}.get(up.kind, "upgrade")
     d.status = d.status.with_savepoint(Savepoint(location, now, reason))
-    d.event("SavepointCompleted", f"Savepoint of job {up.from_job_id} completed: {location}.")
+    d.event("SavepointCompleted", f"Savepoint of job {up.from_job_id} completed ({reason}): {location}.")
     if up.kind == st.DELETE:
         d.status = replace(d.status, upgrade=None, job_state="FINISHED", message=f"Final savepoint: {location}.")
+        if spec.dispose_savepoints_on_delete and retention.disposable_on_delete(d.status, spec):
+            return d.finish(requeue=POLL_FAST)  # the older savepoints go first; the final one stays
         return d.finish(done_deleting=True)
+    if up.kind == st.SUSPEND:
+        message = f"Suspended with savepoint {location}; set spec.state to running to resume from it."
+        d.event("Suspended", message)
+        d.status = replace(d.status, upgrade=None, phase="Suspended", message=message)
+        return d.finish(requeue=POLL_FAST)
+    if up.kind == st.SAVEPOINT:
+        nonce = up.nonce if up.nonce is not None else d.status.savepoint_nonce
+        message = f"Savepoint {location} taken ({reason}); job {up.from_job_id} keeps running."
+        d.status = replace(d.status, upgrade=None, savepoint_nonce=nonce, message=message)
+        return d.finish(requeue=POLL_FAST)
     allow = spec.allow_non_restored_for(up.source, up.target)
     new_up = replace(
         up,
@@ -623,7 +772,15 @@ def _plan_delete(d: _Draft, spec: FlinkJobSpec) -> Decision:
     if up is not None and up.step == st.SAVEPOINTING and obs.savepoint and obs.savepoint.status == "IN_PROGRESS":
         return d.finish(requeue=POLL)  # an upgrade's savepoint is under way: let it end first
     if active is None or active.info is None:
-        d.event("Deleted", "No job of this FlinkJob runs on the cluster; nothing to stop.")
+        if spec.dispose_savepoints_on_delete:
+            step = _retention_step(d, spec, retention.disposable_on_delete(d.status, spec))
+            if step is not None:
+                return step
+        final = s.last_savepoint
+        if final is not None and final.reason == "delete":
+            d.event("Deleted", f"The final savepoint {final.path} is kept: start from it with initialSavepointPath.")
+        else:
+            d.event("Deleted", "No job of this FlinkJob runs on the cluster; nothing to stop.")
         return d.finish(done_deleting=True)
     directory = _savepoint_directory(spec, obs)
     if directory is None or past_deadline:
@@ -652,6 +809,13 @@ def _plan_delete(d: _Draft, spec: FlinkJobSpec) -> Decision:
 def record_action_failure(status: Status, action: Action, error: str, now: datetime) -> Status:
     """The status after an action that Flink refused (not one that did not reach Flink): the
     next pass decides from it (retry a savepoint later, or treat a refused start as failed)."""
+    if isinstance(action, DisposeSavepoint) and status.disposal is not None:
+        dis = status.disposal
+        attempts = dis.attempts + 1
+        retry = _iso(_naive(now) + timedelta(seconds=backoff_seconds(attempts)))
+        return replace(
+            status, disposal=replace(dis, trigger_id=None, attempts=attempts, retry_at=retry, last_error=error)
+        )
     up = status.upgrade
     if up is None:
         return replace(status, message=f"Could not {action.describe()}: {error}")
@@ -665,3 +829,10 @@ def record_action_failure(status: Status, action: Action, error: str, now: datet
         new_up = replace(up, attempts=attempts, last_error=error)
         return replace(status, upgrade=new_up, message=f"Could not {action.describe()}: {error}")
     return replace(status, upgrade=replace(up, last_error=error), message=f"Could not {action.describe()}: {error}")
+
+
+def record_action_result(status: Status, action: Action, result: str | None) -> Status | None:
+    """The status after an action whose id Flink chose (a disposal's trigger id); None: no change."""
+    if isinstance(action, DisposeSavepoint) and result and status.disposal is not None:
+        return replace(status, disposal=replace(status.disposal, trigger_id=result))
+    return None

@@ -19,7 +19,7 @@ from flinkop.flink_client import FlinkClient, FlinkError, FlinkUnreachable
 from flinkop.jars import JarFetcher
 from flinkop.observation import Observation
 from flinkop.observe import observe
-from flinkop.plan import Decision, Event, PlanInput, plan, record_action_failure
+from flinkop.plan import Decision, Event, PlanInput, plan, record_action_failure, record_action_result
 from flinkop.spec import FlinkJobSpec, SpecError, parse_spec
 from flinkop.status import Status
 
@@ -112,7 +112,10 @@ def run_pass(
     requeue = decision.requeue_after
     if decision.action is not None and client is not None:
         try:
-            perform(client, decision.action)
+            result = perform(client, decision.action)
+            after = record_action_result(decision.status, decision.action, result)
+            if after is not None:
+                write_status(after.to_patch())
         except FlinkUnreachable as exc:
             log.warning("could not %s: %s", decision.action.describe(), exc)
             requeue = min(requeue or 5.0, 5.0)

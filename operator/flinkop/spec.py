@@ -83,6 +83,10 @@ class FlinkJobSpec:
     initial_savepoint_path: str | None = None
     savepoint_timeout_seconds: int = 600
     savepoint_nonce: int | None = None
+    savepoint_interval_seconds: int | None = None
+    savepoint_history_limit: int = 10
+    savepoint_max_age_seconds: int | None = None
+    dispose_savepoints_on_delete: bool = False
 
     def allow_non_restored_for(self, previous: Deployment | None, target: Deployment) -> bool:
         """The `-n` flag for restoring `target` from a savepoint of `previous`, by the policy."""
@@ -98,6 +102,15 @@ def _enum(spec: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: 
     if value not in allowed:
         raise SpecError(f"spec.{key} is {value!r}; it must be one of {', '.join(allowed)}")
     return str(value)
+
+
+def _positive_int(spec: Mapping[str, Any], key: str, default: int | None) -> int | None:
+    value = spec.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SpecError(f"spec.{key} {value!r} must be an integer >= 1")
+    return value
 
 
 def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
@@ -144,9 +157,8 @@ def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
         raise SpecError(
             f"spec.savepointDirectory {sp_dir!r} is not a URI; write it with its scheme, e.g. file:///data/sp"
         )
-    timeout = spec.get("savepointTimeoutSeconds", 600)
-    if not isinstance(timeout, int) or timeout < 1:
-        raise SpecError(f"spec.savepointTimeoutSeconds {timeout!r} must be an integer >= 1")
+    timeout = _positive_int(spec, "savepointTimeoutSeconds", 600)
+    assert timeout is not None
     return FlinkJobSpec(
         flink_rest_url=url.rstrip("/"),
         deployment=deployment,
@@ -160,4 +172,8 @@ def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
         initial_savepoint_path=spec.get("initialSavepointPath") or None,
         savepoint_timeout_seconds=timeout,
         savepoint_nonce=spec.get("savepointNonce"),
+        savepoint_interval_seconds=_positive_int(spec, "savepointIntervalSeconds", None),
+        savepoint_history_limit=_positive_int(spec, "savepointHistoryLimit", 10) or 10,
+        savepoint_max_age_seconds=_positive_int(spec, "savepointMaxAgeSeconds", None),
+        dispose_savepoints_on_delete=bool(spec.get("disposeSavepointsOnDelete", False)),
     )

@@ -12,13 +12,13 @@ from typing import Any
 
 from flinkop.spec import Deployment
 
-HISTORY_LIMIT = 10
-
 # Upgrade kinds
 DEPLOY = "deploy"  # first start, or a start after the job ended (from the last savepoint, if any)
 UPGRADE = "upgrade"  # savepoint (or stateless cancel), then start the new spec
 ROLLBACK = "rollback"  # restart the last stable spec from the upgrade's savepoint
 DELETE = "delete"  # final savepoint before the resource goes away
+SUSPEND = "suspend"  # stop with a savepoint and stay stopped (spec.state: suspended)
+SAVEPOINT = "savepoint"  # a savepoint that keeps the job running (manual or periodic)
 
 # Upgrade steps
 SAVEPOINTING = "Savepointing"  # stop/cancel with savepoint triggered (triggerId)
@@ -59,6 +59,8 @@ class Upgrade:
     retry_at: str | None = None
     last_error: str | None = None
     restore_failure: str | None = None  # why a rollback is happening
+    reason: str | None = None  # SAVEPOINT: manual | periodic
+    nonce: int | None = None  # SAVEPOINT (manual): the spec.savepointNonce it answers
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -78,6 +80,8 @@ class Upgrade:
             "retryAt": self.retry_at,
             "lastError": self.last_error,
             "restoreFailure": self.restore_failure,
+            "reason": self.reason,
+            "nonce": self.nonce,
         }
         return d
 
@@ -100,6 +104,41 @@ class Upgrade:
             retry_at=d.get("retryAt"),
             last_error=d.get("lastError"),
             restore_failure=d.get("restoreFailure"),
+            reason=d.get("reason"),
+            nonce=d.get("nonce"),
+        )
+
+
+@dataclass(frozen=True)
+class Disposal:
+    """A savepoint being disposed of: recorded before the request, its trigger id after it."""
+
+    path: str
+    started_at: str
+    trigger_id: str | None = None
+    attempts: int = 0
+    retry_at: str | None = None
+    last_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "startedAt": self.started_at,
+            "triggerId": self.trigger_id,
+            "attempts": self.attempts,
+            "retryAt": self.retry_at,
+            "lastError": self.last_error,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Disposal:
+        return cls(
+            path=str(d["path"]),
+            started_at=str(d.get("startedAt", "")),
+            trigger_id=d.get("triggerId"),
+            attempts=int(d.get("attempts", 0)),
+            retry_at=d.get("retryAt"),
+            last_error=d.get("lastError"),
         )
 
 
@@ -132,6 +171,8 @@ class Status:
     upgrade: Upgrade | None = None
     failure: Failure | None = None
     jar_id: str | None = None  # the Flink jar id that job_id was started from
+    savepoint_nonce: int | None = None  # the last spec.savepointNonce answered
+    disposal: Disposal | None = None
     message: str = ""
     conditions: tuple[Mapping[str, Any], ...] = field(default=())
     observed_generation: int | None = None
@@ -139,7 +180,11 @@ class Status:
     def with_savepoint(self, savepoint: Savepoint) -> Status:
         """Records a completed savepoint as the last one and at the head of the history."""
         history = (savepoint, *(s for s in self.savepoint_history if s.path != savepoint.path))
-        return replace(self, last_savepoint=savepoint, savepoint_history=history[:HISTORY_LIMIT])
+        return replace(self, last_savepoint=savepoint, savepoint_history=history)
+
+    def without_savepoint(self, path: str) -> Status:
+        """Drops a disposed savepoint from the history."""
+        return replace(self, savepoint_history=tuple(s for s in self.savepoint_history if s.path != path))
 
     def to_dict(self) -> dict[str, Any]:
         """The whole status as a merge patch: absent values are written as None (deleted)."""
@@ -156,6 +201,8 @@ class Status:
             "upgrade": self.upgrade.to_dict() if self.upgrade else None,
             "failure": self.failure.to_dict() if self.failure else None,
             "jarId": self.jar_id,
+            "savepointNonce": self.savepoint_nonce,
+            "disposal": self.disposal.to_dict() if self.disposal else None,
             "message": self.message,
             "conditions": [dict(c) for c in self.conditions],
             "observedGeneration": self.observed_generation,
@@ -182,6 +229,8 @@ class Status:
             upgrade=Upgrade.from_dict(d["upgrade"]) if d.get("upgrade") else None,
             failure=Failure.from_dict(d["failure"]) if d.get("failure") else None,
             jar_id=d.get("jarId"),
+            savepoint_nonce=d.get("savepointNonce"),
+            disposal=Disposal.from_dict(d["disposal"]) if d.get("disposal") else None,
             message=str(d.get("message") or ""),
             conditions=tuple(d.get("conditions") or ()),
             observed_generation=d.get("observedGeneration"),

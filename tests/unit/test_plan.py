@@ -935,11 +935,3 @@ def test_invalid_spec_stalls_without_acting() -> None:
     assert condition(d, "Stalled")["reason"] == "InvalidSpec"
     assert "spec.jar.sha256" in d.status.message
     assert d.status.job_id == OLD_JOB
-
-
-def test_suspended_state_is_reported_unsupported_and_leaves_the_job_running() -> None:
-    d = run(make_spec(state="suspended"), steady(V1), Observation(job=job(OLD_JOB)))
-    assert d.action is None
-    assert d.status.job_id == OLD_JOB
-    assert condition(d, "Stalled")["reason"] == "Unsupported"
-    assert "spec.state: suspended" in d.status.message
