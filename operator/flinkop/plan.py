@@ -298,6 +298,10 @@ def _savepoint_work(d: _Draft, spec: FlinkJobSpec, job_start_ms: int) -> Decisio
         return _start_savepoint_op(d, spec, st.SUSPEND)
     if spec.savepoint_nonce is not None and spec.savepoint_nonce != s.savepoint_nonce:
         return _start_savepoint_op(d, spec, st.SAVEPOINT, reason="manual", nonce=spec.savepoint_nonce)
+    if s.disposal is not None:  # a disposal under way ends first, or periodic savepoints outrun it
+        step = _retention_step(d, spec)
+        if step is not None:
+            return step
     if spec.savepoint_interval_seconds is not None:
         last = _parse(s.last_savepoint.time) if s.last_savepoint else None
         since = max(

@@ -71,8 +71,14 @@ def job_info(
     )
 
 
-def job(job_id: str, state: str = "RUNNING", *, vertices: tuple[str, ...] | None = None, parallelism: int = 2,
-        failure: str | None = None) -> JobView:
+def job(
+    job_id: str,
+    state: str = "RUNNING",
+    *,
+    vertices: tuple[str, ...] | None = None,
+    parallelism: int = 2,
+    failure: str | None = None,
+) -> JobView:
     return JobView(job_id, job_info(job_id, state, vertices, parallelism), failure)
 
 
@@ -165,8 +171,13 @@ def event_reasons(decision: Decision) -> list[str]:
 
 def upgrade_started(frm: FlinkJobSpec, to: FlinkJobSpec, *, now: datetime = NOW) -> Status:
     """`frm` runs as OLD_JOB, the spec became `to`: the savepoint with trigger TRIGGER is recorded."""
-    d = run(to, steady(frm), Observation(job=job(OLD_JOB), jar=jar_uploaded(to.deployment.jar_uri)),
-            now=now, fresh_id=TRIGGER)
+    d = run(
+        to,
+        steady(frm),
+        Observation(job=job(OLD_JOB), jar=jar_uploaded(to.deployment.jar_uri)),
+        now=now,
+        fresh_id=TRIGGER,
+    )
     assert d.status.upgrade is not None and d.status.upgrade.trigger_id == TRIGGER, d
     return d.status
 

@@ -298,7 +298,6 @@ def test_no_savepoint_directory_anywhere_stalls_naming_both_settings_and_leaves_
     assert condition(again, "Stalled")["reason"] == "NoSavepointDirectory"
 
 
-
 def test_no_savepoint_directory_stall_clears_once_the_cluster_gets_one() -> None:
     frm, to = make_spec(savepointDirectory=None), make_spec(savepointDirectory=None, parallelism=4)
     stalled = run(to, steady(frm), Observation(job=job(OLD_JOB), jar=jar_uploaded(JAR_V1))).status
@@ -316,6 +315,7 @@ def test_bad_jar_stall_clears_once_the_jar_can_be_fetched() -> None:
     d = run(V2, stalled, Observation(job=job(OLD_JOB), jar=jar_uploaded(JAR_V2)), now=at(30))
     assert isinstance(d.action, TriggerSavepoint)
     assert condition(d, "Stalled")["status"] == "False"
+
 
 def test_upgrade_uploads_the_new_jar_before_touching_the_running_job() -> None:
     d = run(V2, steady(V1), Observation(job=job(OLD_JOB), jar=jar_fetched(JAR_V2)))
@@ -368,8 +368,9 @@ def test_savepoint_past_its_timeout_is_reported_and_the_job_is_left_running() ->
 
 def test_savepoint_that_completes_after_its_timeout_still_finishes_the_upgrade() -> None:
     to = make_spec(jar={"uri": JAR_V2}, savepointTimeoutSeconds=60)
-    timed_out = run(to, upgrade_started(V1, to), Observation(job=job(OLD_JOB), savepoint=savepoint("IN_PROGRESS")),
-                    now=at(61)).status
+    timed_out = run(
+        to, upgrade_started(V1, to), Observation(job=job(OLD_JOB), savepoint=savepoint("IN_PROGRESS")), now=at(61)
+    ).status
     obs = Observation(job=job(OLD_JOB, "FINISHED"), savepoint=savepoint("COMPLETED", SP_PATH))
     d = run(to, timed_out, obs, now=at(70), fresh_id=NEW_JOB)
     assert d.status.last_savepoint is not None and d.status.last_savepoint.path == SP_PATH
@@ -378,8 +379,9 @@ def test_savepoint_that_completes_after_its_timeout_still_finishes_the_upgrade()
 
 def test_failed_savepoint_backs_off_without_action_then_triggers_anew() -> None:
     started = upgrade_started(V1, V2)
-    failed = run(V2, started, Observation(job=job(OLD_JOB), savepoint=savepoint("FAILED", failure="disk full")),
-                 now=at(5))
+    failed = run(
+        V2, started, Observation(job=job(OLD_JOB), savepoint=savepoint("FAILED", failure="disk full")), now=at(5)
+    )
     assert failed.action is None
     up = failed.status.upgrade
     assert up is not None
@@ -520,7 +522,11 @@ def test_upgrade_is_done_when_every_vertex_of_the_new_job_runs_and_the_old_jar_i
     d = run(V2, taken, obs, now=at(20))
     s = d.status
     assert (s.phase, s.job_id, s.deployed, s.last_stable, s.upgrade) == (
-        "Running", NEW_JOB, V2.deployment, V2.deployment, None,
+        "Running",
+        NEW_JOB,
+        V2.deployment,
+        V2.deployment,
+        None,
     )
     assert s.jar_id == JAR_IDS[JAR_V2]
     assert s.last_savepoint is not None and s.last_savepoint.path == SP_PATH
@@ -705,15 +711,28 @@ def test_change_during_an_upgrade_waits_for_it_to_reach_its_recorded_target() ->
     d = run(v3, started, Observation(job=job(OLD_JOB), savepoint=savepoint("IN_PROGRESS")), now=at(2))
     assert d.action is None
     assert d.status.upgrade == started.upgrade
-    taken = run(v3, d.status, Observation(job=job(OLD_JOB, "FINISHED"), savepoint=savepoint("COMPLETED", SP_PATH)),
-                now=at(5), fresh_id=NEW_JOB)
+    taken = run(
+        v3,
+        d.status,
+        Observation(job=job(OLD_JOB, "FINISHED"), savepoint=savepoint("COMPLETED", SP_PATH)),
+        now=at(5),
+        fresh_id=NEW_JOB,
+    )
     assert taken.status.upgrade is not None and taken.status.upgrade.target == V2.deployment
-    submit = run(v3, taken.status, Observation(job=job(OLD_JOB, "FINISHED"), new_job=gone(NEW_JOB),
-                                               jar=jar_uploaded(JAR_V2)), now=at(6))
+    submit = run(
+        v3,
+        taken.status,
+        Observation(job=job(OLD_JOB, "FINISHED"), new_job=gone(NEW_JOB), jar=jar_uploaded(JAR_V2)),
+        now=at(6),
+    )
     assert isinstance(submit.action, SubmitJob)
     assert submit.action.deployment == V2.deployment, "v2, the recorded target, not v3"
-    done = run(v3, submit.status, Observation(job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB),
-                                              jar=jar_uploaded(JAR_V2)), now=at(10))
+    done = run(
+        v3,
+        submit.status,
+        Observation(job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB), jar=jar_uploaded(JAR_V2)),
+        now=at(10),
+    )
     assert done.status.deployed == V2.deployment
     assert done.status.upgrade is None
     assert condition(done, "Ready")["status"] == "False", "v3 is not running yet"
@@ -744,12 +763,21 @@ def test_stateless_upgrade_cancels_then_submits_without_a_savepoint() -> None:
     assert up is not None
     assert (up.step, up.new_job_id, up.savepoint_path) == (st.SUBMITTING, NEW_JOB, None)
 
-    submit = run(to, cancelled.status, Observation(job=job(OLD_JOB, "CANCELED"), new_job=gone(NEW_JOB),
-                                                   jar=jar_uploaded(JAR_V2)), now=at(3), fresh_id=FRESH)
+    submit = run(
+        to,
+        cancelled.status,
+        Observation(job=job(OLD_JOB, "CANCELED"), new_job=gone(NEW_JOB), jar=jar_uploaded(JAR_V2)),
+        now=at(3),
+        fresh_id=FRESH,
+    )
     assert submit.action == SubmitJob(JAR_IDS[JAR_V2], NEW_JOB, to.deployment, None, False)
 
-    done = run(to, submit.status, Observation(job=job(OLD_JOB, "CANCELED"), new_job=job(NEW_JOB),
-                                              jar=jar_uploaded(JAR_V2)), now=at(8))
+    done = run(
+        to,
+        submit.status,
+        Observation(job=job(OLD_JOB, "CANCELED"), new_job=job(NEW_JOB), jar=jar_uploaded(JAR_V2)),
+        now=at(8),
+    )
     assert (done.status.phase, done.status.job_id) == ("Running", NEW_JOB)
     assert done.status.last_savepoint is None
     assert cond_status(done) == READY_RUNNING
@@ -781,13 +809,25 @@ def test_deletion_stops_the_job_with_a_savepoint_and_finishes_once_it_completes(
     assert (d.status.upgrade.kind, d.status.upgrade.trigger_id) == (st.DELETE, TRIGGER)
     assert not d.done_deleting
 
-    waiting = run(V1, d.status, Observation(job=job(OLD_JOB), savepoint=savepoint("IN_PROGRESS")),
-                  now=at(5), deleting=True, deadline=DEADLINE)
+    waiting = run(
+        V1,
+        d.status,
+        Observation(job=job(OLD_JOB), savepoint=savepoint("IN_PROGRESS")),
+        now=at(5),
+        deleting=True,
+        deadline=DEADLINE,
+    )
     assert waiting.action is None
     assert not waiting.done_deleting
 
-    done = run(V1, waiting.status, Observation(job=job(OLD_JOB, "FINISHED"), savepoint=savepoint("COMPLETED", SP_PATH)),
-               now=at(10), deleting=True, deadline=DEADLINE)
+    done = run(
+        V1,
+        waiting.status,
+        Observation(job=job(OLD_JOB, "FINISHED"), savepoint=savepoint("COMPLETED", SP_PATH)),
+        now=at(10),
+        deleting=True,
+        deadline=DEADLINE,
+    )
     assert done.done_deleting
     assert done.action is None
     assert done.status.last_savepoint == Savepoint(SP_PATH, iso(at(10)), "delete")
@@ -796,15 +836,27 @@ def test_deletion_stops_the_job_with_a_savepoint_and_finishes_once_it_completes(
 
 def test_deletion_uses_the_cluster_savepoint_directory_and_never_drains() -> None:
     spec = make_spec(savepointDirectory=None, drain=True)
-    d = run(spec, steady(spec), Observation(job=job(OLD_JOB), cluster_savepoint_dir=CLUSTER_SP_DIR),
-            deleting=True, deadline=DEADLINE, fresh_id=TRIGGER)
+    d = run(
+        spec,
+        steady(spec),
+        Observation(job=job(OLD_JOB), cluster_savepoint_dir=CLUSTER_SP_DIR),
+        deleting=True,
+        deadline=DEADLINE,
+        fresh_id=TRIGGER,
+    )
     assert d.action == TriggerSavepoint(OLD_JOB, TRIGGER, CLUSTER_SP_DIR, "stop", drain=False)
 
 
 def test_deletion_gives_up_on_the_savepoint_after_the_deadline() -> None:
     started = run(V1, steady(V1), Observation(job=job(OLD_JOB)), deleting=True, deadline=DEADLINE).status
-    d = run(V1, started, Observation(job=job(OLD_JOB), savepoint=savepoint("IN_PROGRESS")),
-            now=DEADLINE, deleting=True, deadline=DEADLINE)
+    d = run(
+        V1,
+        started,
+        Observation(job=job(OLD_JOB), savepoint=savepoint("IN_PROGRESS")),
+        now=DEADLINE,
+        deleting=True,
+        deadline=DEADLINE,
+    )
     assert d.done_deleting
     assert d.action is None
     assert "DeleteGaveUp" in event_reasons(d)
@@ -812,8 +864,14 @@ def test_deletion_gives_up_on_the_savepoint_after_the_deadline() -> None:
 
 def test_deletion_retries_a_failed_final_savepoint_until_the_deadline() -> None:
     started = run(V1, steady(V1), Observation(job=job(OLD_JOB)), deleting=True, deadline=DEADLINE).status
-    d = run(V1, started, Observation(job=job(OLD_JOB), savepoint=savepoint("FAILED", failure="boom")),
-            now=at(5), deleting=True, deadline=DEADLINE)
+    d = run(
+        V1,
+        started,
+        Observation(job=job(OLD_JOB), savepoint=savepoint("FAILED", failure="boom")),
+        now=at(5),
+        deleting=True,
+        deadline=DEADLINE,
+    )
     assert not d.done_deleting
     assert d.action is None
     assert d.status.upgrade is not None and d.status.upgrade.retry_at is not None
@@ -835,16 +893,23 @@ def test_deletion_with_no_running_job_finishes_at_once(status: Status, obs: Obse
 
 def test_deletion_without_a_savepoint_directory_leaves_the_job_and_says_so() -> None:
     spec = make_spec(savepointDirectory=None)
-    d = run(spec, steady(spec), Observation(job=job(OLD_JOB), cluster_savepoint_dir=None), deleting=True,
-            deadline=DEADLINE)
+    d = run(
+        spec, steady(spec), Observation(job=job(OLD_JOB), cluster_savepoint_dir=None), deleting=True, deadline=DEADLINE
+    )
     assert d.done_deleting
     assert d.action is None
     assert "DeleteGaveUp" in event_reasons(d)
 
 
 def test_deletion_waits_for_an_upgrade_savepoint_under_way() -> None:
-    d = run(V2, upgrade_started(V1, V2), Observation(job=job(OLD_JOB), savepoint=savepoint("IN_PROGRESS")),
-            now=at(2), deleting=True, deadline=DEADLINE)
+    d = run(
+        V2,
+        upgrade_started(V1, V2),
+        Observation(job=job(OLD_JOB), savepoint=savepoint("IN_PROGRESS")),
+        now=at(2),
+        deleting=True,
+        deadline=DEADLINE,
+    )
     assert d.action is None
     assert not d.done_deleting
 

@@ -255,3 +255,13 @@ def test_delete_without_dispose_on_delete_keeps_every_savepoint() -> None:
     status = with_history(Savepoint(SP_PATH, iso(NOW), "delete"), sp(1))
     d = run(V1, status, Observation(job=job(OLD_JOB, "FINISHED")), deleting=True, deadline=at(300))
     assert d.done_deleting and d.action is None
+
+
+def test_a_disposal_under_way_finishes_before_the_next_periodic_savepoint() -> None:
+    spec = make_spec(savepointHistoryLimit=1, savepointIntervalSeconds=1)
+    status = with_history(
+        sp(2, seconds_ago=30), sp(1, seconds_ago=60), disposal=Disposal(sp(1).path, iso(NOW), trigger_id="t" * 32)
+    )
+    d = run(spec, status, Observation(job=job(OLD_JOB), disposal=savepoint("COMPLETED")))
+    assert d.status.disposal is None and [s.path for s in d.status.savepoint_history] == [sp(2).path]
+    assert d.status.upgrade is None, "no periodic savepoint in the same pass"
