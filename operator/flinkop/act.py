@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from flinkop.actions import Action, CancelJob, DeleteJar, DisposeSavepoint, SubmitJob, TriggerSavepoint, UploadJar
+from flinkop.actions import (
+    Action,
+    CancelJob,
+    DeleteJar,
+    DisposeSavepoint,
+    RescaleInPlace,
+    SubmitJob,
+    TriggerSavepoint,
+    UploadJar,
+)
 from flinkop.flink_client import FlinkClient
 from flinkop.jars import cluster_name
 
@@ -39,6 +48,8 @@ def perform(client: FlinkClient, action: Action) -> str | None:
         )
     elif isinstance(action, DeleteJar):
         client.delete_jar(action.jar_id)
+    elif isinstance(action, RescaleInPlace):
+        client.set_resource_requirements(action.job_id, dict(action.upper_bounds))
     elif isinstance(action, DisposeSavepoint):
         return client.dispose_savepoint(action.path)
     return None

@@ -72,4 +72,14 @@ class DisposeSavepoint:
         return f"dispose of savepoint {self.path}"
 
 
-Action = UploadJar | TriggerSavepoint | CancelJob | SubmitJob | DeleteJar | DisposeSavepoint
+@dataclass(frozen=True)
+class RescaleInPlace:
+    job_id: str
+    upper_bounds: tuple[tuple[str, int], ...]  # (vertex id, parallelism)
+
+    def describe(self) -> str:
+        parallelism = max((n for _, n in self.upper_bounds), default=0)
+        return f"rescale job {self.job_id} in place to parallelism {parallelism} (adaptive scheduler)"
+
+
+Action = RescaleInPlace | UploadJar | TriggerSavepoint | CancelJob | SubmitJob | DeleteJar | DisposeSavepoint

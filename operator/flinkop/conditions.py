@@ -51,7 +51,12 @@ def derive_conditions(
     reconciling = (
         not stalled
         and not ready
-        and (work is not None or suspended or status.phase in ("Pending", "Deploying", "Upgrading", "RollingBack"))
+        and (
+            work is not None
+            or suspended
+            or status.rescale_pending_until is not None
+            or status.phase in ("Pending", "Deploying", "Upgrading", "RollingBack")
+        )
     )
     if ready:
         ready_reason = "Suspended" if suspended_reached else "Running"

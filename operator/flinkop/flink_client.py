@@ -291,6 +291,20 @@ class FlinkClient:
             return SavepointOperation("COMPLETED", location=str(location))
         return SavepointOperation("FAILED", failure=f"savepoint finished without a location: {body!r}")
 
+    def resource_requirements(self, job_id: str) -> dict[str, int]:
+        """The adaptive scheduler's per-vertex parallelism upper bounds."""
+        body = self._request(
+            f"read resource requirements of job {job_id}", "GET", f"/jobs/{job_id}/resource-requirements"
+        )
+        return {str(v): int(r["parallelism"]["upperBound"]) for v, r in body.items()}
+
+    def set_resource_requirements(self, job_id: str, upper_bounds: dict[str, int]) -> None:
+        """Rescales a job in place (adaptive scheduler): every vertex between 1 and its upper bound."""
+        body = {v: {"parallelism": {"lowerBound": 1, "upperBound": n}} for v, n in upper_bounds.items()}
+        self._request(
+            f"set resource requirements of job {job_id}", "PUT", f"/jobs/{job_id}/resource-requirements", json=body
+        )
+
     def dispose_savepoint(self, path: str) -> str:
         """`flink savepoint -d PATH`: starts disposing of a savepoint (no job needed); the trigger id."""
         answer = self._request(

@@ -60,6 +60,7 @@ def _pass(body: kopf.Body, deleting: bool = False) -> PassResult:
                 deleting=deleting,
                 delete_deadline=deadline,
                 now=datetime.now(UTC).replace(tzinfo=None),
+                name=meta["name"],
             )
         except Conflict as exc:
             raise kopf.TemporaryError(f"{exc}; looking again", delay=0.5) from exc

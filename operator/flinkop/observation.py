@@ -45,9 +45,11 @@ class JobView:
 class Observation:
     flink_error: str | None = None  # Flink could not be reached: nothing else is known
     cluster_savepoint_dir: str | None = None
+    cluster_scheduler: str | None = None  # jobmanager.scheduler: "adaptive" allows in-place rescaling
     job: JobView | None = None  # status.jobId's job (or the job an upgrade started from)
     new_job: JobView | None = None  # the job an upgrade in flight submits
     savepoint: SavepointOperation | None = None  # the upgrade's savepoint trigger
     latest_savepoint: LatestSavepoint | None = None  # fallback when the trigger is forgotten
     jar: JarCheck | None = None
     disposal: SavepointOperation | None = None  # status.disposal's operation
+    resource_requirements: dict[str, int] | None = None  # per-vertex upper bounds, during an in-place rescale

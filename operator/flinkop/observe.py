@@ -16,7 +16,7 @@ from flinkop.spec import Deployment, FlinkJobSpec
 from flinkop.status import Status
 
 _CONFIG_TTL = 30.0
-_config_cache: dict[str, tuple[float, str | None]] = {}
+_config_cache: dict[str, tuple[float, dict[str, str]]] = {}
 
 
 def jar_to_check(spec: FlinkJobSpec, status: Status, deleting: bool) -> Deployment | None:
@@ -61,9 +61,10 @@ def _observe(
     if status.disposal is not None and status.disposal.trigger_id:
         disposal = client.disposal_status(status.disposal.trigger_id)
 
-    cluster_dir = None
-    if spec.savepoint_directory is None and (job_id or deleting):
-        cluster_dir = _cluster_savepoint_dir(client)
+    config = _cluster_config(client) if job_id or deleting else {}
+    requirements = None
+    if up is not None and up.kind == st.RESCALE and job is not None and job.active:
+        requirements = client.resource_requirements(job.job_id)
 
     jar = None
     target = jar_to_check(spec, status, deleting)
@@ -72,7 +73,9 @@ def _observe(
     elif job_id is None:
         client.overview()  # nothing else was read: make sure Flink answers at all
     return Observation(
-        cluster_savepoint_dir=cluster_dir,
+        cluster_savepoint_dir=savepoint_dir_of(config),
+        cluster_scheduler=config.get("jobmanager.scheduler"),
+        resource_requirements=requirements,
         job=job,
         new_job=new_job,
         savepoint=savepoint,
@@ -96,15 +99,19 @@ def _job_view(client: FlinkClient, job_id: str) -> JobView:
     return JobView(job_id, info, failure)
 
 
-def _cluster_savepoint_dir(client: FlinkClient) -> str | None:
+def _cluster_config(client: FlinkClient) -> dict[str, str]:
+    """The JobManager's configuration, read at most every 30 s per cluster."""
     cached = _config_cache.get(client.base_url)
     if cached and time.monotonic() - cached[0] < _CONFIG_TTL:
         return cached[1]
     config = client.config()
+    _config_cache[client.base_url] = (time.monotonic(), config)
+    return config
+
+
+def savepoint_dir_of(config: dict[str, str]) -> str | None:
     # Flink 2 names it execution.checkpointing.savepoint-dir; state.savepoints.dir is the older key.
-    value = config.get("execution.checkpointing.savepoint-dir") or config.get("state.savepoints.dir") or None
-    _config_cache[client.base_url] = (time.monotonic(), value)
-    return value
+    return config.get("execution.checkpointing.savepoint-dir") or config.get("state.savepoints.dir") or None
 
 
 def _check_jar(client: FlinkClient, fetcher: JarFetcher, target: Deployment) -> JarCheck:

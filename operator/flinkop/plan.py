@@ -17,6 +17,7 @@ from flinkop.actions import (
     CancelJob,
     DeleteJar,
     DisposeSavepoint,
+    RescaleInPlace,
     SubmitJob,
     TriggerSavepoint,
     UploadJar,
@@ -50,6 +51,7 @@ class PlanInput:
     generation: int
     deleting: bool = False
     delete_deadline: datetime | None = None  # after it, deletion gives up on a savepoint
+    name: str = ""  # the resource's name, for the scale subresource's default selector
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,14 @@ class _Draft:
     ) -> Decision:
         spec = self.inp.spec
         desired = spec.deployment.fingerprint if isinstance(spec, FlinkJobSpec) else None
+        selector = (
+            (spec.scale_selector or f"flinkop.io/flinkjob={self.inp.name}")
+            if isinstance(spec, FlinkJobSpec)
+            else self.status.selector
+        )
         final = replace(
             self.status,
+            selector=selector,
             observed_generation=self.inp.generation,
             conditions=derive_conditions(
                 self.status,
@@ -274,6 +282,7 @@ def _plan_steady(d: _Draft, spec: FlinkJobSpec) -> Decision:
                 phase="Running",
                 last_stable=desired,
                 failure=failure,
+                rescale_pending_until=None,
                 message=d.status.message if failure else f"Job {s.job_id} is running.",
             )
             if stable_changed or s.phase != "Running":
@@ -288,7 +297,113 @@ def _plan_steady(d: _Draft, spec: FlinkJobSpec) -> Decision:
     if blocked:
         d.status = replace(d.status, phase="Running" if info.all_vertices_running else d.status.phase)
         return d.finish()
+    if s.deployed is not None and desired.only_parallelism_differs(s.deployed):
+        return _start_rescale(d, spec)
     return _start_upgrade(d, spec)
+
+
+def _start_rescale(d: _Draft, spec: FlinkJobSpec) -> Decision:
+    """A parallelism-only change: at most one per minRescaleIntervalSeconds (the newest value wins),
+    in place when the cluster runs the adaptive scheduler, else through a savepoint."""
+    s = d.status
+    now = _naive(d.inp.now)
+    target = spec.deployment.parallelism
+    last = _parse(s.last_rescale_at)
+    if last is not None:
+        due = last + timedelta(seconds=spec.min_rescale_interval_seconds)
+        if now < due:
+            message = (
+                f"Rescale to parallelism {target} pending: at most one rescale per "
+                f"minRescaleIntervalSeconds ({spec.min_rescale_interval_seconds} s); it runs at {_iso(due)}."
+            )
+            if s.rescale_pending_until != _iso(due):
+                d.event("RescalePending", message)
+            d.status = replace(s, rescale_pending_until=_iso(due), message=message)
+            return d.finish(requeue=(due - now).total_seconds())
+    d.status = replace(s, rescale_pending_until=None)
+    adaptive = d.inp.observation.cluster_scheduler == "adaptive"
+    if spec.rescale_mode != "Savepoint" and adaptive:
+        return _rescale_started(_start_in_place(d, spec), now)
+    if spec.rescale_mode == "InPlace":
+        message = (
+            "spec.rescaleMode is InPlace but the cluster does not run the adaptive scheduler "
+            "(jobmanager.scheduler: adaptive); use Auto or Savepoint, or enable it. The job was not touched."
+        )
+        return _stall(d, "InPlaceRescaleUnsupported", message, spec.deployment.fingerprint)
+    return _rescale_started(_start_upgrade(d, spec), now)
+
+
+def _rescale_started(decision: Decision, now: datetime) -> Decision:
+    """Counts a rescale for minRescaleIntervalSeconds once it really touches the job."""
+    if isinstance(decision.action, (TriggerSavepoint, CancelJob, RescaleInPlace)):
+        return replace(decision, status=replace(decision.status, last_rescale_at=_iso(now)))
+    return decision
+
+
+def _start_in_place(d: _Draft, spec: FlinkJobSpec) -> Decision:
+    s = d.status
+    job = d.inp.observation.job
+    assert s.job_id is not None and job is not None and job.info is not None
+    now = _iso(d.inp.now)
+    target = spec.deployment
+    up = Upgrade(
+        kind=st.RESCALE,
+        step=st.RESCALING,
+        target=target,
+        started_at=now,
+        step_started_at=now,
+        source=s.deployed,
+        from_job_id=s.job_id,
+    )
+    action = RescaleInPlace(s.job_id, tuple((v.id, target.parallelism) for v in job.info.vertices))
+    d.status = replace(s, phase="Upgrading", upgrade=up, failure=None, message=f"Rescaling: {action.describe()}.")
+    d.event("Rescaling", action.describe())
+    return d.finish(action=action, requeue=POLL)
+
+
+def _rescaling(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
+    """An in-place rescale in flight: done once every vertex runs at the target parallelism."""
+    job = d.inp.observation.job
+    target = up.target.parallelism
+    if job is None or job.info is None or job.info.terminal:
+        state = job.state if job else "MISSING"
+        message = f"Job {up.from_job_id} is {state} during an in-place rescale; it was not resubmitted."
+        d.status = replace(d.status, upgrade=None, job_state=state)
+        return _stall(d, "JobTerminated", message, spec.deployment.fingerprint, phase="Failed")
+    info = job.info
+    if info.all_vertices_running and all(v.parallelism == target for v in info.vertices):
+        message = f"Job {up.from_job_id} rescaled in place to parallelism {target}."
+        d.event("Rescaled", message)
+        d.status = replace(
+            d.status,
+            phase="Running",
+            upgrade=None,
+            deployed=up.target,
+            last_stable=up.target,
+            parallelism=target,
+            job_state=info.state,
+            message=message,
+        )
+        return d.finish()
+    started = _parse(up.step_started_at) or _naive(d.inp.now)
+    if (_naive(d.inp.now) - started).total_seconds() > spec.in_place_rescale_timeout_seconds:
+        message = (
+            f"Job {up.from_job_id} did not reach parallelism {target} in place within "
+            f"inPlaceRescaleTimeoutSeconds ({spec.in_place_rescale_timeout_seconds} s)"
+        )
+        d.status = replace(d.status, upgrade=None)
+        if spec.rescale_mode == "InPlace":
+            return _stall(d, "InPlaceRescaleTimedOut", message + "; the job keeps running.", up.target.fingerprint)
+        d.event("InPlaceRescaleTimedOut", message + "; rescaling through a savepoint instead.", warning=True)
+        return _start_upgrade(d, spec)
+    requirements = d.inp.observation.resource_requirements or {}
+    if any(n != target for n in requirements.values()) or not requirements:
+        action = RescaleInPlace(job.job_id, tuple((v.id, target) for v in info.vertices))
+        return d.finish(action=action, requeue=POLL)  # never set (a crash before the call), or reset
+    d.status = replace(
+        d.status, job_state=info.state, message=f"Rescaling job {up.from_job_id} in place to parallelism {target}."
+    )
+    return d.finish(requeue=POLL)
 
 
 def _savepoint_work(d: _Draft, spec: FlinkJobSpec, job_start_ms: int) -> Decision:
@@ -496,6 +611,8 @@ def _continue_upgrade(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
         return _savepointing(d, spec, up)
     if up.step == st.CANCELLING:
         return _cancelling(d, up)
+    if up.step == st.RESCALING:
+        return _rescaling(d, spec, up)
     return _submitting(d, spec, up)
 
 

@@ -79,6 +79,7 @@ def run_pass(
     deleting: bool = False,
     delete_deadline: datetime | None = None,
     now: datetime | None = None,
+    name: str = "",
 ) -> PassResult:
     now = now or datetime.now(UTC).replace(tzinfo=None)
     current = Status.from_dict(status)
@@ -102,6 +103,7 @@ def run_pass(
             generation=generation,
             deleting=deleting,
             delete_deadline=delete_deadline,
+            name=name,
         )
     )
     patch = decision.status.to_patch()

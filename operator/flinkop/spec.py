@@ -59,6 +59,14 @@ class Deployment:
             restart_nonce=d.get("restartNonce"),
         )
 
+    def only_parallelism_differs(self, other: Deployment) -> bool:
+        """A rescale: same program, same restart nonce, another parallelism."""
+        return (
+            self.parallelism != other.parallelism
+            and not self.program_changed(other)
+            and self.restart_nonce == other.restart_nonce
+        )
+
     def program_changed(self, other: Deployment) -> bool:
         """True when jar, entry class or args differ: what `OnJarChange` looks at."""
         return (
@@ -87,6 +95,10 @@ class FlinkJobSpec:
     savepoint_history_limit: int = 10
     savepoint_max_age_seconds: int | None = None
     dispose_savepoints_on_delete: bool = False
+    rescale_mode: str = "Auto"
+    min_rescale_interval_seconds: int = 60
+    in_place_rescale_timeout_seconds: int = 120
+    scale_selector: str | None = None
 
     def allow_non_restored_for(self, previous: Deployment | None, target: Deployment) -> bool:
         """The `-n` flag for restoring `target` from a savepoint of `previous`, by the policy."""
@@ -110,6 +122,13 @@ def _positive_int(spec: Mapping[str, Any], key: str, default: int | None) -> int
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise SpecError(f"spec.{key} {value!r} must be an integer >= 1")
+    return value
+
+
+def _non_negative_int(spec: Mapping[str, Any], key: str, default: int) -> int:
+    value = spec.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise SpecError(f"spec.{key} {value!r} must be an integer >= 0")
     return value
 
 
@@ -176,4 +195,8 @@ def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
         savepoint_history_limit=_positive_int(spec, "savepointHistoryLimit", 10) or 10,
         savepoint_max_age_seconds=_positive_int(spec, "savepointMaxAgeSeconds", None),
         dispose_savepoints_on_delete=bool(spec.get("disposeSavepointsOnDelete", False)),
+        rescale_mode=_enum(spec, "rescaleMode", ("Auto", "InPlace", "Savepoint"), "Auto"),
+        min_rescale_interval_seconds=_non_negative_int(spec, "minRescaleIntervalSeconds", 60),
+        in_place_rescale_timeout_seconds=_positive_int(spec, "inPlaceRescaleTimeoutSeconds", 120) or 120,
+        scale_selector=spec.get("scaleSelector") or None,
     )

@@ -19,12 +19,14 @@ ROLLBACK = "rollback"  # restart the last stable spec from the upgrade's savepoi
 DELETE = "delete"  # final savepoint before the resource goes away
 SUSPEND = "suspend"  # stop with a savepoint and stay stopped (spec.state: suspended)
 SAVEPOINT = "savepoint"  # a savepoint that keeps the job running (manual or periodic)
+RESCALE = "rescale"  # in-place rescale through the adaptive scheduler: same job, new parallelism
 
 # Upgrade steps
 SAVEPOINTING = "Savepointing"  # stop/cancel with savepoint triggered (triggerId)
 CANCELLING = "Cancelling"  # stateless: cancel without a savepoint
 SUBMITTING = "Submitting"  # start newJobId (from savepointPath, if any)
 STARTING = "Starting"  # newJobId submitted: wait until every vertex runs
+RESCALING = "Rescaling"  # new resource requirements set: wait until every vertex runs at the target
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,9 @@ class Status:
     jar_id: str | None = None  # the Flink jar id that job_id was started from
     savepoint_nonce: int | None = None  # the last spec.savepointNonce answered
     disposal: Disposal | None = None
+    selector: str | None = None  # the scale subresource's label selector
+    last_rescale_at: str | None = None  # when the last rescale started (minRescaleIntervalSeconds)
+    rescale_pending_until: str | None = None  # a rescale waits for minRescaleIntervalSeconds until then
     message: str = ""
     conditions: tuple[Mapping[str, Any], ...] = field(default=())
     observed_generation: int | None = None
@@ -203,6 +208,9 @@ class Status:
             "jarId": self.jar_id,
             "savepointNonce": self.savepoint_nonce,
             "disposal": self.disposal.to_dict() if self.disposal else None,
+            "selector": self.selector,
+            "lastRescaleAt": self.last_rescale_at,
+            "rescalePendingUntil": self.rescale_pending_until,
             "message": self.message,
             "conditions": [dict(c) for c in self.conditions],
             "observedGeneration": self.observed_generation,
@@ -231,6 +239,9 @@ class Status:
             jar_id=d.get("jarId"),
             savepoint_nonce=d.get("savepointNonce"),
             disposal=Disposal.from_dict(d["disposal"]) if d.get("disposal") else None,
+            selector=d.get("selector"),
+            last_rescale_at=d.get("lastRescaleAt"),
+            rescale_pending_until=d.get("rescalePendingUntil"),
             message=str(d.get("message") or ""),
             conditions=tuple(d.get("conditions") or ()),
             observed_generation=d.get("observedGeneration"),
