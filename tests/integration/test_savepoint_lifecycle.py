@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testbed.argocd import argocd_health
 from testbed.flinkjobs import FlinkJobs, condition, is_ready_at_current_generation
 
 pytestmark = pytest.mark.integration
@@ -42,6 +43,7 @@ def test_suspend_stops_with_a_savepoint_and_resume_restores_it_with_state_contin
     status = suspended["status"]
     assert status["phase"] == "Suspended"
     assert condition(suspended, "Ready")["reason"] == "Suspended"
+    assert argocd_health(suspended)[0] == "Suspended"
     assert status["lastSavepoint"]["reason"] == "suspend"
     assert on_disk(status["lastSavepoint"]["path"])
     assert flink_rest.wait_job_state(old_job, ("FINISHED", "CANCELED", "FAILED")) == "FINISHED"
