@@ -104,17 +104,13 @@ def namespace(kube: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     yield name
     kube.kubectl("delete", "flinkjobs", "--all", "-n", name, "--wait=false", check=False)
     kube.kubectl("wait", "--for=delete", "flinkjobs", "--all", "-n", name, "--timeout=60s", check=False)
-    kube.kubectl(
-        "patch",
-        "flinkjobs",
-        "--all",
-        "-n",
-        name,
-        "--type=merge",
-        "-p",
-        '{"metadata":{"finalizers":null}}',
-        check=False,
-    )
+    _drop_finalizers(kube, name)
+
+
+def _drop_finalizers(kube: Any, namespace: str) -> None:
+    """Releases FlinkJobs no operator will finish with (their operator is gone, or gave up)."""
+    patch = '{"metadata":{"finalizers":null}}'
+    kube.kubectl("patch", "flinkjobs", "--all", "-n", namespace, "--type=merge", "-p", patch, check=False)
 
 
 @pytest.fixture
@@ -124,17 +120,7 @@ def own_namespace(kube: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     name = f"own-{next(_namespace_counter)}"
     kube.kubectl("create", "namespace", name)
     yield name
-    kube.kubectl(
-        "patch",
-        "flinkjobs",
-        "--all",
-        "-n",
-        name,
-        "--type=merge",
-        "-p",
-        '{"metadata":{"finalizers":null}}',
-        check=False,
-    )
+    _drop_finalizers(kube, name)
     kube.kubectl("delete", "flinkjobs", "--all", "-n", name, "--wait=false", check=False)
 
 

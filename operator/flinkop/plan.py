@@ -346,12 +346,11 @@ def _start_in_place(d: _Draft, spec: FlinkJobSpec) -> Decision:
     assert s.job_id is not None and job is not None and job.info is not None
     now = _iso(d.inp.now)
     target = spec.deployment
-    up = Upgrade(
-        kind=st.RESCALE,
-        step=st.RESCALING,
-        target=target,
-        started_at=now,
-        step_started_at=now,
+    up = Upgrade.begin(
+        st.RESCALE,
+        st.RESCALING,
+        target,
+        now,
         source=s.deployed,
         from_job_id=s.job_id,
     )
@@ -437,12 +436,11 @@ def _start_savepoint_op(
     if directory is None:
         return _stall(d, "NoSavepointDirectory", _no_directory_message(), spec.deployment.fingerprint)
     now = _iso(d.inp.now)
-    up = Upgrade(
-        kind=kind,
-        step=st.SAVEPOINTING,
-        target=s.deployed,
-        started_at=now,
-        step_started_at=now,
+    up = Upgrade.begin(
+        kind,
+        st.SAVEPOINTING,
+        s.deployed,
+        now,
         source=s.deployed,
         from_job_id=s.job_id,
         trigger_id=d.inp.fresh_id,
@@ -520,12 +518,11 @@ def _start_deploy(d: _Draft, spec: FlinkJobSpec, savepoint_path: str | None, sou
     assert jar_id is not None
     allow = spec.allow_non_restored_for(source, target) if savepoint_path else False
     now = _iso(d.inp.now)
-    up = Upgrade(
-        kind=st.DEPLOY,
-        step=st.SUBMITTING,
-        target=target,
-        started_at=now,
-        step_started_at=now,
+    up = Upgrade.begin(
+        st.DEPLOY,
+        st.SUBMITTING,
+        target,
+        now,
         source=source,
         savepoint_path=savepoint_path,
         new_job_id=d.inp.fresh_id,
@@ -568,12 +565,11 @@ def _start_upgrade(d: _Draft, spec: FlinkJobSpec) -> Decision:
         return early
     assert s.job_id is not None
     stateless = spec.upgrade_mode == "stateless"
-    up = Upgrade(
-        kind=st.UPGRADE,
-        step=st.CANCELLING if stateless else st.SAVEPOINTING,
-        target=target,
-        started_at=now,
-        step_started_at=now,
+    up = Upgrade.begin(
+        st.UPGRADE,
+        st.CANCELLING if stateless else st.SAVEPOINTING,
+        target,
+        now,
         source=s.deployed,
         from_job_id=s.job_id,
         trigger_id=None if stateless else d.inp.fresh_id,
@@ -829,12 +825,11 @@ def _start_failed(d: _Draft, spec: FlinkJobSpec, up: Upgrade, cause: str) -> Dec
     if can_roll_back:
         assert stable is not None
         now = _iso(d.inp.now)
-        new_up = Upgrade(
-            kind=st.ROLLBACK,
-            step=st.SUBMITTING,
-            target=stable,
-            started_at=now,
-            step_started_at=now,
+        new_up = Upgrade.begin(
+            st.ROLLBACK,
+            st.SUBMITTING,
+            stable,
+            now,
             source=up.target,
             from_job_id=up.new_job_id,
             savepoint_path=up.savepoint_path,
@@ -911,12 +906,11 @@ def _plan_delete(d: _Draft, spec: FlinkJobSpec) -> Decision:
         d.event("DeleteGaveUp", message, warning=True)
         return d.finish(done_deleting=True)
     now = _iso(d.inp.now)
-    new_up = Upgrade(
-        kind=st.DELETE,
-        step=st.SAVEPOINTING,
-        target=s.deployed or spec.deployment,
-        started_at=now,
-        step_started_at=now,
+    new_up = Upgrade.begin(
+        st.DELETE,
+        st.SAVEPOINTING,
+        s.deployed or spec.deployment,
+        now,
         from_job_id=active.job_id,
         trigger_id=d.inp.fresh_id,
         savepoint_directory=directory,

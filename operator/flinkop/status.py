@@ -64,6 +64,11 @@ class Upgrade:
     reason: str | None = None  # SAVEPOINT: manual | periodic
     nonce: int | None = None  # SAVEPOINT (manual): the spec.savepointNonce it answers
 
+    @classmethod
+    def begin(cls, kind: str, step: str, target: Deployment, now: str, **fields: Any) -> Upgrade:
+        """A new record whose first step starts now."""
+        return cls(kind=kind, step=step, target=target, started_at=now, step_started_at=now, **fields)
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "kind": self.kind,
