@@ -12,6 +12,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flinkop", description=__doc__)
     parser.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--liveness", metavar="URL", help="serve a health endpoint for probes, e.g. http://0.0.0.0:8080/healthz"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
 
@@ -21,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
         standalone=True,
         namespaces=args.namespace or [],
         clusterwide=not args.namespace,
+        liveness_endpoint=args.liveness,
     )
 
 
