@@ -22,6 +22,16 @@ _fetcher = JarFetcher(SETTINGS.jar_cache_dir, SETTINGS.max_jar_bytes)
 _store: StatusStore | None = None
 
 
+class _WaitsAreNotErrors(logging.Filter):
+    """kopf logs every `TemporaryError` at ERROR; for this operator that is how it waits for a
+    savepoint or a job start, so those lines are logged at INFO (real failures stay ERROR)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and "failed temporarily" in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     global _store
@@ -30,10 +40,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    settings.posting.level = logging.WARNING  # our own Events are posted explicitly, one per step
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 32
     _store = StatusStore()
+    logging.getLogger("kopf.objects").addFilter(_WaitsAreNotErrors())
 
 
 def _pass(body: kopf.Body, deleting: bool = False) -> PassResult:
