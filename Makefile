@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BED_DIR := $(CURDIR)/.bed
 export PYTHONPATH := $(CURDIR)/tests:$(CURDIR)/operator
 
-.PHONY: test unit integration lint demo demo-down clean distclean system-deps venv bed-binaries help
+.PHONY: test unit integration lint demo demo-down clean distclean system-deps venv bed-binaries bench help
 
 help:
 	@echo "make test    - install what is missing, lint, run unit and integration tests on the real bed"
@@ -41,6 +41,10 @@ integration: bed-binaries
 
 test: bed-binaries lint
 	$(VENV)/bin/pytest tests -v --durations=15
+
+# Benchmarks (not part of `make test`): results and method in bench/RESULTS.md. Only B1 exists so far.
+bench: bed-binaries
+	$(PY) bench/b1_upgrade_overhead.py --pairs 5 --out bench/results/b1.json
 
 demo: bed-binaries
 	$(PY) -m testbed demo --dir $(BED_DIR)
