@@ -25,7 +25,9 @@ def jar_to_check(spec: FlinkJobSpec, status: Status, deleting: bool) -> Deployme
         return None
     up = status.upgrade
     if up is not None:
-        return up.target if up.step in (st.SUBMITTING, st.STARTING) else None
+        # While an upgrade's savepoint runs too: the pass that sees it complete can submit at once.
+        in_flight = up.step in (st.SUBMITTING, st.STARTING) or (up.kind == st.UPGRADE and up.step == st.SAVEPOINTING)
+        return up.target if in_flight else None
     if status.deployed is None or status.deployed.fingerprint != spec.deployment.fingerprint:
         return spec.deployment
     return None
@@ -45,14 +47,15 @@ def _observe(
 ) -> Observation:
     up = status.upgrade
     job_id = (up.from_job_id if up is not None and up.from_job_id else None) or status.job_id
+    savepoint = None
+    latest = None
+    if up is not None and up.step == st.SAVEPOINTING and up.from_job_id and up.trigger_id:
+        # Read before the job: a completed stop-with-savepoint is then seen with its job ended.
+        savepoint = client.savepoint_status(up.from_job_id, up.trigger_id)
     job = _job_view(client, job_id) if job_id else None
     new_job = _job_view(client, up.new_job_id) if up is not None and up.new_job_id else None
 
-    savepoint = None
-    latest = None
     if up is not None and up.step == st.SAVEPOINTING and up.from_job_id:
-        if up.trigger_id:
-            savepoint = client.savepoint_status(up.from_job_id, up.trigger_id)
         forgotten = savepoint is None or savepoint.status == "UNKNOWN"
         if forgotten and job is not None and not job.active and not job.missing:
             latest = client.latest_savepoint(up.from_job_id)

@@ -671,7 +671,7 @@ def _savepointing(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
         new_up = replace(up, attempts=attempts, trigger_id=None, retry_at=_iso(retry_at), last_error=op.failure)
         d.status = replace(d.status, phase=phase, upgrade=new_up, message=message)
         return d.finish(requeue=delay)
-    # IN_PROGRESS
+    # IN_PROGRESS: polled often, since the job stops processing once the savepoint completes.
     started = _parse(up.step_started_at) or _naive(now)
     elapsed = (_naive(now) - started).total_seconds()
     if elapsed > spec.savepoint_timeout_seconds and up.retry_at is None:
@@ -687,7 +687,7 @@ def _savepointing(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
         d.status = replace(d.status, phase=phase, upgrade=new_up, message=message)
         return d.finish(requeue=POLL * 2)
     d.status = replace(d.status, phase=phase)
-    return d.finish(requeue=POLL)
+    return d.finish(requeue=POLL_FAST)
 
 
 def _savepoint_completed(d: _Draft, spec: FlinkJobSpec, up: Upgrade, location: str) -> Decision:
@@ -725,6 +725,14 @@ def _savepoint_completed(d: _Draft, spec: FlinkJobSpec, up: Upgrade, location: s
         last_error=None,
     )
     d.status = replace(d.status, upgrade=new_up, message=f"Savepoint {location} taken; starting the new version.")
+    old = d.inp.observation.job
+    jar = d.inp.observation.jar
+    if old is not None and not old.active and jar is not None and jar.uri == up.target.jar_uri and jar.cluster_jar_id:
+        # The savepoint and the new job's id are in the status written before this call.
+        assert new_up.new_job_id is not None
+        action = SubmitJob(jar.cluster_jar_id, new_up.new_job_id, up.target, location, allow)
+        d.event("Submitting", action.describe())
+        return d.finish(action=action, requeue=POLL)
     return d.finish(requeue=POLL_FAST)
 
 

@@ -1000,3 +1000,21 @@ def test_invalid_spec_stalls_without_acting() -> None:
     assert condition(d, "Stalled")["reason"] == "InvalidSpec"
     assert "spec.jar.sha256" in d.status.message
     assert d.status.job_id == OLD_JOB
+
+
+def test_completed_savepoint_of_an_ended_job_is_recorded_and_the_new_version_submitted_in_one_pass() -> None:
+    obs = Observation(job=job(OLD_JOB, "FINISHED"), savepoint=savepoint("COMPLETED", SP_PATH), jar=jar_uploaded(JAR_V2))
+    d = run(V2, upgrade_started(V1, V2), obs, now=at(10), fresh_id=NEW_JOB)
+    assert isinstance(d.action, SubmitJob)
+    assert (d.action.job_id, d.action.savepoint_path) == (NEW_JOB, SP_PATH)
+    # What the pass writes before the call already names the savepoint and the job it starts.
+    assert d.status.last_savepoint is not None and d.status.last_savepoint.path == SP_PATH
+    up = d.status.upgrade
+    assert up is not None and (up.step, up.savepoint_path, up.new_job_id) == (st.SUBMITTING, SP_PATH, NEW_JOB)
+
+
+def test_completed_savepoint_waits_for_the_old_job_to_end_before_submitting() -> None:
+    obs = Observation(job=job(OLD_JOB), savepoint=savepoint("COMPLETED", SP_PATH), jar=jar_uploaded(JAR_V2))
+    d = run(V2, upgrade_started(V1, V2), obs, now=at(10), fresh_id=NEW_JOB)
+    assert d.action is None
+    assert d.status.upgrade is not None and d.status.upgrade.step == st.SUBMITTING
