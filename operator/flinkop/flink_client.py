@@ -239,6 +239,12 @@ class FlinkClient:
             start_time_ms=int(body.get("start-time", 0) or 0),
         )
 
+    def job_state(self, job_id: str) -> str:
+        """The job's state as the dispatcher knows it now (`/jobs/<id>` is cached for
+        web.refresh-interval, 3 s by default; `/jobs/<id>/status` is not)."""
+        body = self._request(f"read state of job {job_id}", "GET", f"/jobs/{job_id}/status")
+        return str(body.get("status", ""))
+
     def job_root_exception(self, job_id: str) -> str | None:
         """The first line-ish of the job's root exception, with the deepest cause Flink gives."""
         body = self._request(f"read exceptions of job {job_id}", "GET", f"/jobs/{job_id}/exceptions")

@@ -7,6 +7,7 @@ rest costs one request per pass.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from flinkop import status as st
 from flinkop.flink_client import FlinkClient, FlinkError, FlinkNotFound
@@ -53,6 +54,11 @@ def _observe(
         # Read before the job: a completed stop-with-savepoint is then seen with its job ended.
         savepoint = client.savepoint_status(up.from_job_id, up.trigger_id)
     job = _job_view(client, job_id) if job_id else None
+    if up is not None and job is not None and job.info is not None and job.active:
+        # An upgrade waits for this job to end: ask for its state now, not the cached details.
+        live = client.job_state(job.job_id)
+        if live != job.info.state:
+            job = JobView(job.job_id, replace(job.info, state=live), job.failure)
     new_job = _job_view(client, up.new_job_id) if up is not None and up.new_job_id else None
 
     if up is not None and up.step == st.SAVEPOINTING and up.from_job_id:
