@@ -126,7 +126,10 @@ class FlinkRest:
         return answer
 
     def job_state(self, job_id: str) -> str:
-        return str(self.job(job_id)["state"])
+        """The state the dispatcher knows now: `/jobs/<id>` is cached by Flink for
+        web.refresh-interval (3 s by default) and can still say RUNNING after a job ended."""
+        answer: dict[str, Any] = self.get(f"/jobs/{job_id}/status")
+        return str(answer["status"])
 
     def job_parallelism(self, job_id: str) -> int:
         """The largest parallelism among the job's vertices (all of them, for the test job)."""
