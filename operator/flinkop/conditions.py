@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from flinkop.status import SAVEPOINT, Status
+from flinkop.times import format_time
 
 
 def _condition(
@@ -25,9 +26,7 @@ def _condition(
         "reason": reason,
         "message": message,
         "observedGeneration": generation,
-        "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ")
-        if changed or old is None
-        else old.get("lastTransitionTime"),
+        "lastTransitionTime": format_time(now) if changed or old is None else old.get("lastTransitionTime"),
     }
 
 

@@ -287,12 +287,10 @@ class FlinkClient:
         state = str(body.get("status", {}).get("id", ""))
         if state == "IN_PROGRESS":
             return SavepointOperation("IN_PROGRESS")
-        operation = body.get("operation") or {}
-        cause = operation.get("failure-cause")
-        if cause:
-            text = cause.get("stack-trace") or cause.get("class") or str(cause)
-            return SavepointOperation("FAILED", failure=summarize_exception(str(text)))
-        location = operation.get("location")
+        failure = _operation_failure(body)
+        if failure is not None:
+            return SavepointOperation("FAILED", failure=failure)
+        location = (body.get("operation") or {}).get("location")
         if location:
             return SavepointOperation("COMPLETED", location=str(location))
         return SavepointOperation("FAILED", failure=f"savepoint finished without a location: {body!r}")
@@ -326,10 +324,9 @@ class FlinkClient:
             return SavepointOperation("UNKNOWN")
         if str(body.get("status", {}).get("id", "")) == "IN_PROGRESS":
             return SavepointOperation("IN_PROGRESS")
-        cause = (body.get("operation") or {}).get("failure-cause")
-        if cause:
-            text = cause.get("stack-trace") or cause.get("class") or str(cause)
-            return SavepointOperation("FAILED", failure=summarize_exception(str(text)))
+        failure = _operation_failure(body)
+        if failure is not None:
+            return SavepointOperation("FAILED", failure=failure)
         return SavepointOperation("COMPLETED")
 
     def latest_savepoint(self, job_id: str) -> LatestSavepoint | None:
@@ -340,6 +337,14 @@ class FlinkClient:
         if not path:
             return None
         return LatestSavepoint(path=str(path), trigger_timestamp_ms=int(latest.get("trigger_timestamp", 0)))
+
+
+def _operation_failure(body: dict[str, Any]) -> str | None:
+    """The cause of a finished asynchronous operation (savepoint, disposal) that failed, if it did."""
+    cause = (body.get("operation") or {}).get("failure-cause")
+    if not cause:
+        return None
+    return summarize_exception(str(cause.get("stack-trace") or cause.get("class") or cause))
 
 
 def summarize_exception(text: str, limit: int = 400) -> str:

@@ -15,6 +15,7 @@ from flinkop.kube import Conflict, StatusStore
 from flinkop.plan import Event
 from flinkop.reconcile import Clients, PassResult, forget_resource, resource_lock, run_pass
 from flinkop.settings import OperatorSettings
+from flinkop.times import parse_time
 
 SETTINGS = OperatorSettings.from_env()
 _clients = Clients(timeout=SETTINGS.flink_timeout)
@@ -52,7 +53,8 @@ def _pass(body: kopf.Body, deleting: bool = False) -> PassResult:
     meta = body["metadata"]
     deadline = None
     if deleting and meta.get("deletionTimestamp"):
-        started = datetime.strptime(meta["deletionTimestamp"], "%Y-%m-%dT%H:%M:%SZ")
+        started = parse_time(meta["deletionTimestamp"])
+        assert started is not None
         deadline = started + timedelta(seconds=SETTINGS.delete_timeout)
 
     def emit(event: Event) -> None:

@@ -26,6 +26,7 @@ from flinkop.conditions import derive_conditions
 from flinkop.observation import JarCheck, Observation
 from flinkop.spec import Deployment, FlinkJobSpec, SpecError
 from flinkop.status import Disposal, Failure, Savepoint, Status, Upgrade
+from flinkop.times import format_time, parse_time
 
 NEEDS_A_PERSON = frozenset({"RestoreFailed", "DeployFailed", "JobTerminated"})
 POLL_FAST = 0.5  # while a step is about to complete (old job finishing, new job starting)
@@ -140,22 +141,17 @@ def _delete_given_up(d: _Draft, why: str) -> Decision:
     return d.finish(done_deleting=True)
 
 
-def _iso(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(t: str | None) -> datetime | None:
-    if not t:
-        return None
-    return datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=None)
-
-
 def _naive(t: datetime) -> datetime:
     return t.replace(tzinfo=None)
 
 
 def _epoch_ms(t: datetime) -> float:
     return (_naive(t) - datetime(1970, 1, 1)).total_seconds() * 1000
+
+
+def _retry_time(now: datetime, attempts: int) -> datetime:
+    """When attempt `attempts + 1` of a failed operation is due."""
+    return _naive(now) + timedelta(seconds=backoff_seconds(attempts))
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -308,17 +304,17 @@ def _start_rescale(d: _Draft, spec: FlinkJobSpec) -> Decision:
     s = d.status
     now = _naive(d.inp.now)
     target = spec.deployment.parallelism
-    last = _parse(s.last_rescale_at)
+    last = parse_time(s.last_rescale_at)
     if last is not None:
         due = last + timedelta(seconds=spec.min_rescale_interval_seconds)
         if now < due:
             message = (
                 f"Rescale to parallelism {target} pending: at most one rescale per "
-                f"minRescaleIntervalSeconds ({spec.min_rescale_interval_seconds} s); it runs at {_iso(due)}."
+                f"minRescaleIntervalSeconds ({spec.min_rescale_interval_seconds} s); it runs at {format_time(due)}."
             )
-            if s.rescale_pending_until != _iso(due):
+            if s.rescale_pending_until != format_time(due):
                 d.event("RescalePending", message)
-            d.status = replace(s, rescale_pending_until=_iso(due), message=message)
+            d.status = replace(s, rescale_pending_until=format_time(due), message=message)
             return d.finish(requeue=(due - now).total_seconds())
     d.status = replace(s, rescale_pending_until=None)
     adaptive = d.inp.observation.cluster_scheduler == "adaptive"
@@ -336,7 +332,7 @@ def _start_rescale(d: _Draft, spec: FlinkJobSpec) -> Decision:
 def _rescale_started(decision: Decision, now: datetime) -> Decision:
     """Counts a rescale for minRescaleIntervalSeconds once it really touches the job."""
     if isinstance(decision.action, (TriggerSavepoint, CancelJob, RescaleInPlace)):
-        return replace(decision, status=replace(decision.status, last_rescale_at=_iso(now)))
+        return replace(decision, status=replace(decision.status, last_rescale_at=format_time(now)))
     return decision
 
 
@@ -344,7 +340,7 @@ def _start_in_place(d: _Draft, spec: FlinkJobSpec) -> Decision:
     s = d.status
     job = d.inp.observation.job
     assert s.job_id is not None and job is not None and job.info is not None
-    now = _iso(d.inp.now)
+    now = format_time(d.inp.now)
     target = spec.deployment
     up = Upgrade.begin(
         st.RESCALE,
@@ -384,7 +380,7 @@ def _rescaling(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
             message=message,
         )
         return d.finish()
-    started = _parse(up.step_started_at) or _naive(d.inp.now)
+    started = parse_time(up.step_started_at) or _naive(d.inp.now)
     if (_naive(d.inp.now) - started).total_seconds() > spec.in_place_rescale_timeout_seconds:
         message = (
             f"Job {up.from_job_id} did not reach parallelism {target} in place within "
@@ -417,7 +413,7 @@ def _savepoint_work(d: _Draft, spec: FlinkJobSpec, job_start_ms: int) -> Decisio
         if step is not None:
             return step
     if spec.savepoint_interval_seconds is not None:
-        last = _parse(s.last_savepoint.time) if s.last_savepoint else None
+        last = parse_time(s.last_savepoint.time) if s.last_savepoint else None
         since = max(
             (t for t in (last, datetime(1970, 1, 1) + timedelta(milliseconds=job_start_ms)) if t is not None),
         )
@@ -435,7 +431,7 @@ def _start_savepoint_op(
     directory = _savepoint_directory(spec, d.inp.observation)
     if directory is None:
         return _stall(d, "NoSavepointDirectory", _no_directory_message(), spec.deployment.fingerprint)
-    now = _iso(d.inp.now)
+    now = format_time(d.inp.now)
     up = Upgrade.begin(
         kind,
         st.SAVEPOINTING,
@@ -478,12 +474,12 @@ def _retention_step(d: _Draft, spec: FlinkJobSpec, candidates: list[str] | None 
     if dis is None:
         if not candidates:
             return None
-        dis = Disposal(path=candidates[0], started_at=_iso(now))
+        dis = Disposal(path=candidates[0], started_at=format_time(now))
         d.status = replace(s, disposal=dis)  # the intent comes first; its trigger id after the call
         return d.finish(action=DisposeSavepoint(dis.path), requeue=POLL)
     op = d.inp.observation.disposal if dis.trigger_id else None
     if op is None or op.status == "UNKNOWN":
-        retry_at = _parse(dis.retry_at)
+        retry_at = parse_time(dis.retry_at)
         if retry_at is not None and now < retry_at:
             return None
         if dis.path not in candidates and dis.path in retention.protected_paths(s, spec):
@@ -499,13 +495,14 @@ def _retention_step(d: _Draft, spec: FlinkJobSpec, candidates: list[str] | None 
         d.status = replace(s.without_savepoint(dis.path), disposal=None)
         return d.finish(requeue=POLL_FAST if len(candidates) > 1 else None)
     attempts = dis.attempts + 1
-    retry = now + timedelta(seconds=backoff_seconds(attempts))
+    retry = _retry_time(now, attempts)
     message = (
-        f"Could not dispose of savepoint {dis.path}: {op.failure}; it stays in the history; retrying at {_iso(retry)}."
+        f"Could not dispose of savepoint {dis.path}: {op.failure}; it stays in the history; "
+        f"retrying at {format_time(retry)}."
     )
     d.event("DisposalFailed", message, warning=True)
     d.status = replace(
-        s, disposal=replace(dis, trigger_id=None, attempts=attempts, retry_at=_iso(retry), last_error=op.failure)
+        s, disposal=replace(dis, trigger_id=None, attempts=attempts, retry_at=format_time(retry), last_error=op.failure)
     )
     return d.finish()
 
@@ -517,7 +514,7 @@ def _start_deploy(d: _Draft, spec: FlinkJobSpec, savepoint_path: str | None, sou
         return early
     assert jar_id is not None
     allow = spec.allow_non_restored_for(source, target) if savepoint_path else False
-    now = _iso(d.inp.now)
+    now = format_time(d.inp.now)
     up = Upgrade.begin(
         st.DEPLOY,
         st.SUBMITTING,
@@ -547,7 +544,7 @@ def _start_upgrade(d: _Draft, spec: FlinkJobSpec) -> Decision:
     assert obs.job is not None and obs.job.info is not None
     target = spec.deployment
     fp = target.fingerprint
-    now = _iso(d.inp.now)
+    now = format_time(d.inp.now)
     if obs.job.info.state != "RUNNING":
         d.status = replace(
             s, message=f"Waiting for job {s.job_id} to be RUNNING (it is {obs.job.info.state}) before upgrading."
@@ -623,7 +620,7 @@ def _savepointing(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
     if op is None or op.status == "UNKNOWN":
         if job is not None and not job.active:
             latest = obs.latest_savepoint
-            started = _parse(up.step_started_at)
+            started = parse_time(up.step_started_at)
             if latest and started and latest.trigger_timestamp_ms >= _epoch_ms(started) - 5000:
                 return _savepoint_completed(d, spec, up, latest.path)
             message = (
@@ -636,7 +633,7 @@ def _savepointing(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
                 d.event("DeleteWithoutSavepoint", message, warning=True)
                 return d.finish(done_deleting=True)
             return _stall(d, "JobTerminated", message, up.target.fingerprint, phase="Failed")
-        retry_at = _parse(up.retry_at)
+        retry_at = parse_time(up.retry_at)
         if retry_at is not None and _naive(now) < retry_at:
             d.status = replace(d.status, phase=phase)
             return d.finish(requeue=(retry_at - _naive(now)).total_seconds())
@@ -651,7 +648,7 @@ def _savepointing(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
             trigger_id=trigger_id,
             savepoint_directory=directory,
             retry_at=None,
-            step_started_at=_iso(now) if trigger_id != up.trigger_id else up.step_started_at,
+            step_started_at=format_time(now) if trigger_id != up.trigger_id else up.step_started_at,
         )
         action = TriggerSavepoint(
             up.from_job_id, trigger_id, directory, _mode_for(up.kind, spec), drain=_drain_for(up.kind, spec)
@@ -662,28 +659,28 @@ def _savepointing(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
     if op.status == "FAILED":
         attempts = up.attempts + 1
         delay = backoff_seconds(attempts)
-        retry_at = _naive(now) + timedelta(seconds=delay)
+        retry_at = _retry_time(now, attempts)
         message = (
             f"Savepoint of job {up.from_job_id} failed (attempt {attempts}): {op.failure}; the job keeps running; "
-            f"retrying at {_iso(retry_at)}."
+            f"retrying at {format_time(retry_at)}."
         )
         d.event("SavepointFailed", message, warning=True)
-        new_up = replace(up, attempts=attempts, trigger_id=None, retry_at=_iso(retry_at), last_error=op.failure)
+        new_up = replace(up, attempts=attempts, trigger_id=None, retry_at=format_time(retry_at), last_error=op.failure)
         d.status = replace(d.status, phase=phase, upgrade=new_up, message=message)
         return d.finish(requeue=delay)
     # IN_PROGRESS: polled often, since the job stops processing once the savepoint completes.
-    started = _parse(up.step_started_at) or _naive(now)
+    started = parse_time(up.step_started_at) or _naive(now)
     elapsed = (_naive(now) - started).total_seconds()
     if elapsed > spec.savepoint_timeout_seconds and up.retry_at is None:
         attempts = up.attempts + 1
-        retry_at = _naive(now) + timedelta(seconds=backoff_seconds(attempts))
+        retry_at = _retry_time(now, attempts)
         message = (
             f"Savepoint of job {up.from_job_id} has not completed within savepointTimeoutSeconds "
             f"({spec.savepoint_timeout_seconds} s); the job keeps running while Flink finishes or aborts it "
             f"(execution.checkpointing.timeout); the upgrade resumes if it completes, and is retried otherwise."
         )
         d.event("SavepointTimeout", message, warning=True)
-        new_up = replace(up, attempts=attempts, retry_at=_iso(retry_at), last_error="savepoint timed out")
+        new_up = replace(up, attempts=attempts, retry_at=format_time(retry_at), last_error="savepoint timed out")
         d.status = replace(d.status, phase=phase, upgrade=new_up, message=message)
         return d.finish(requeue=POLL * 2)
     d.status = replace(d.status, phase=phase)
@@ -692,7 +689,7 @@ def _savepointing(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
 
 def _savepoint_completed(d: _Draft, spec: FlinkJobSpec, up: Upgrade, location: str) -> Decision:
     """Records the savepoint first; the next step's ids are in the same status write."""
-    now = _iso(d.inp.now)
+    now = format_time(d.inp.now)
     reason = {st.DELETE: "delete", st.SUSPEND: "suspend", st.SAVEPOINT: up.reason or "manual"}.get(up.kind, "upgrade")
     d.status = d.status.with_savepoint(Savepoint(location, now, reason))
     d.event("SavepointCompleted", f"Savepoint of job {up.from_job_id} completed ({reason}): {location}.")
@@ -741,7 +738,7 @@ def _cancelling(d: _Draft, up: Upgrade) -> Decision:
     if job is not None and job.active:
         assert up.from_job_id is not None
         return d.finish(action=CancelJob(up.from_job_id), requeue=POLL)
-    now = _iso(d.inp.now)
+    now = format_time(d.inp.now)
     new_up = replace(up, step=st.SUBMITTING, step_started_at=now, new_job_id=d.inp.fresh_id, savepoint_path=None)
     d.status = replace(d.status, upgrade=new_up, message="Old job cancelled; starting the new version without state.")
     return d.finish(requeue=POLL_FAST)
@@ -832,7 +829,7 @@ def _start_failed(d: _Draft, spec: FlinkJobSpec, up: Upgrade, cause: str) -> Dec
     )
     if can_roll_back:
         assert stable is not None
-        now = _iso(d.inp.now)
+        now = format_time(d.inp.now)
         new_up = Upgrade.begin(
             st.ROLLBACK,
             st.SUBMITTING,
@@ -866,7 +863,7 @@ def _start_failed(d: _Draft, spec: FlinkJobSpec, up: Upgrade, cause: str) -> Dec
         deployed=up.target,
         last_savepoint=s.last_savepoint
         if s.last_savepoint is not None or up.savepoint_path is None
-        else Savepoint(up.savepoint_path, _iso(d.inp.now), "upgrade"),
+        else Savepoint(up.savepoint_path, format_time(d.inp.now), "upgrade"),
     )
     failed_fp = up.source.fingerprint if up.kind == st.ROLLBACK and up.source else up.target.fingerprint
     return _stall(d, reason, message, failed_fp, phase="Failed")
@@ -913,7 +910,7 @@ def _plan_delete(d: _Draft, spec: FlinkJobSpec) -> Decision:
         )
         d.event("DeleteGaveUp", message, warning=True)
         return d.finish(done_deleting=True)
-    now = _iso(d.inp.now)
+    now = format_time(d.inp.now)
     new_up = Upgrade.begin(
         st.DELETE,
         st.SAVEPOINTING,
@@ -935,7 +932,7 @@ def record_action_failure(status: Status, action: Action, error: str, now: datet
     if isinstance(action, DisposeSavepoint) and status.disposal is not None:
         dis = status.disposal
         attempts = dis.attempts + 1
-        retry = _iso(_naive(now) + timedelta(seconds=backoff_seconds(attempts)))
+        retry = format_time(_retry_time(now, attempts))
         return replace(
             status, disposal=replace(dis, trigger_id=None, attempts=attempts, retry_at=retry, last_error=error)
         )
@@ -944,9 +941,9 @@ def record_action_failure(status: Status, action: Action, error: str, now: datet
         return replace(status, message=f"Could not {action.describe()}: {error}")
     attempts = up.attempts + 1
     if isinstance(action, TriggerSavepoint):
-        retry_at = _naive(now) + timedelta(seconds=backoff_seconds(attempts))
-        message = f"Could not {action.describe()}: {error}; the job keeps running; retrying at {_iso(retry_at)}."
-        new_up = replace(up, attempts=attempts, trigger_id=None, retry_at=_iso(retry_at), last_error=error)
+        retry_at = _retry_time(now, attempts)
+        message = f"Could not {action.describe()}: {error}; the job keeps running; retrying at {format_time(retry_at)}."
+        new_up = replace(up, attempts=attempts, trigger_id=None, retry_at=format_time(retry_at), last_error=error)
         return replace(status, upgrade=new_up, message=message)
     if isinstance(action, SubmitJob):
         new_up = replace(up, attempts=attempts, last_error=error)

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from flinkop.spec import FlinkJobSpec
 from flinkop.status import Status
+from flinkop.times import parse_time
 
 _GONE_MARKERS = ("FileNotFoundException", "Cannot find meta data", "does not exist", "No such file")
 
@@ -25,7 +26,7 @@ def protected_paths(status: Status, spec: FlinkJobSpec) -> set[str]:
 
 def _parse(t: str) -> datetime | None:
     try:
-        return datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ")
+        return parse_time(t)
     except ValueError:
         return None
 
