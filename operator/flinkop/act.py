@@ -18,9 +18,9 @@ from flinkop.jars import cluster_name
 
 def perform(client: FlinkClient, action: Action) -> str | None:
     """Raises FlinkError (FlinkUnreachable when Flink was not reached) when the action failed.
-    Returns the id Flink gave the operation when the planner could not choose it (disposal)."""
+    Returns the id Flink gave what the planner could not name beforehand (an upload, a disposal)."""
     if isinstance(action, UploadJar):
-        client.upload_jar(action.local_path, cluster_name(action.sha256, action.uri))
+        return client.upload_jar(action.local_path, cluster_name(action.sha256, action.uri))
     elif isinstance(action, TriggerSavepoint):
         if action.mode == "stop":
             client.stop_with_savepoint(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ import kopf
 from flinkop import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
 from flinkop.jars import JarFetcher
 from flinkop.kube import Conflict, StatusStore
+from flinkop.observation import Observation
 from flinkop.plan import Event
 from flinkop.reconcile import Clients, PassResult, forget_resource, resource_lock, run_pass
 from flinkop.settings import OperatorSettings
@@ -48,7 +50,26 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     logging.getLogger("kopf.objects").addFilter(_WaitsAreNotErrors())
 
 
+_MAX_PASSES_PER_CALL = 3
+
+
 def _pass(body: kopf.Body, deleting: bool = False) -> PassResult:
+    """Runs a pass, and the next one at once when an action's outcome is known in full (an upload):
+    that pass starts from the resource as the last write left it and from the known observation."""
+    current: Mapping[str, Any] = body
+    observation = None
+    for _ in range(_MAX_PASSES_PER_CALL):
+        result, current = _one_pass(body, current, deleting, observation)
+        observation = result.observation_after
+        if observation is None or result.requeue_after is None:
+            break
+    return result
+
+
+def _one_pass(
+    origin: kopf.Body, body: Mapping[str, Any], deleting: bool, observation: Observation | None
+) -> tuple[PassResult, Mapping[str, Any]]:
+    """One pass on `body` (the resource as kopf delivered it, `origin`, or as our last write left it)."""
     assert _store is not None, "the operator was not started through its startup handler"
     meta = body["metadata"]
     deadline = None
@@ -58,25 +79,28 @@ def _pass(body: kopf.Body, deleting: bool = False) -> PassResult:
         deadline = started + timedelta(seconds=SETTINGS.delete_timeout)
 
     def emit(event: Event) -> None:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        kopf.event(origin, type=event.type, reason=event.reason, message=event.message)
 
+    writer = _store.writer(meta["namespace"], meta["name"], meta["resourceVersion"])
     with resource_lock(meta["uid"]):
         try:
-            return run_pass(
+            result = run_pass(
                 spec=body.get("spec", {}),
                 status=body.get("status"),
                 generation=int(meta.get("generation", 0)),
                 clients=_clients,
                 fetcher=_fetcher,
-                write_status=_store.writer(meta["namespace"], meta["name"], meta["resourceVersion"]),
+                write_status=writer,
                 emit=emit,
                 deleting=deleting,
                 delete_deadline=deadline,
                 now=datetime.now(UTC).replace(tzinfo=None),
                 name=meta["name"],
+                observation=observation,
             )
         except Conflict as exc:
             raise kopf.TemporaryError(f"{exc}; looking again", delay=0.5) from exc
+    return result, writer.last_written or body
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

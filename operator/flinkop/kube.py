@@ -34,6 +34,7 @@ class StatusWriterWithVersion:
         self.namespace = namespace
         self.name = name
         self.resource_version = resource_version
+        self.last_written: dict[str, Any] | None = None  # the resource as the last write left it
 
     def __call__(self, status: dict[str, Any]) -> None:
         body = {"metadata": {"resourceVersion": self.resource_version}, "status": status}
@@ -46,3 +47,4 @@ class StatusWriterWithVersion:
                 raise Conflict(f"{self.namespace}/{self.name} changed since it was read") from exc
             raise
         self.resource_version = str(result["metadata"]["resourceVersion"])
+        self.last_written = result

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from flinkop.actions import Action, UploadJar
 from flinkop.flink_client import JobInfo, LatestSavepoint, SavepointOperation
 
 
@@ -53,3 +54,11 @@ class Observation:
     jar: JarCheck | None = None
     disposal: SavepointOperation | None = None  # status.disposal's operation
     resource_requirements: dict[str, int] | None = None  # per-vertex upper bounds, during an in-place rescale
+
+
+def after_action(obs: Observation, action: Action, result: str | None) -> Observation | None:
+    """What the observation is once `action` succeeded, when the action's effect is known in full
+    (an upload: the jar is on the cluster under `result`); None when Flink must be read again."""
+    if isinstance(action, UploadJar) and result and obs.jar is not None and obs.jar.sha256 == action.sha256:
+        return replace(obs, jar=replace(obs.jar, cluster_jar_id=result))
+    return None

@@ -30,6 +30,7 @@ from flinkop.times import format_time, parse_time
 
 NEEDS_A_PERSON = frozenset({"RestoreFailed", "DeployFailed", "JobTerminated"})
 POLL_FAST = 0.5  # while a step is about to complete (old job finishing, new job starting)
+POLL_SAVEPOINT = 0.25  # while a savepoint runs: a stopping job processes nothing once it completes
 POLL = 1.0  # while Flink works on a savepoint or a job start
 BACKOFF_BASE = 10.0
 BACKOFF_MAX = 300.0
@@ -448,7 +449,7 @@ def _start_savepoint_op(
     verb = "Suspending" if kind == st.SUSPEND else f"Taking a {reason} savepoint"
     d.status = replace(s, upgrade=up, failure=None, message=f"{verb}: {action.describe()}.")
     d.event("Suspending" if kind == st.SUSPEND else "Savepointing", action.describe())
-    return d.finish(action=action, requeue=POLL)
+    return d.finish(action=action, requeue=_poll_after(action))
 
 
 def _mode_for(kind: str, spec: FlinkJobSpec) -> str:
@@ -582,7 +583,14 @@ def _start_upgrade(d: _Draft, spec: FlinkJobSpec) -> Decision:
         message = f"Upgrading: {action.describe()}."
     d.status = replace(s, phase="Upgrading", upgrade=up, failure=None, message=message)
     d.event("Upgrading" if stateless else "Savepointing", action.describe())
-    return d.finish(action=action, requeue=POLL)
+    return d.finish(action=action, requeue=_poll_after(action))
+
+
+def _poll_after(action: Action) -> float:
+    """How soon to look again after `action`: a job being stopped processes nothing from the moment
+    its savepoint completes, so that is watched closely; anything else is polled at the usual pace."""
+    stopping = isinstance(action, CancelJob) or (isinstance(action, TriggerSavepoint) and action.mode != "keep")
+    return POLL_SAVEPOINT if stopping else POLL
 
 
 def _savepoint_action(spec: FlinkJobSpec, job_id: str, trigger_id: str, directory: str) -> TriggerSavepoint:
@@ -655,7 +663,7 @@ def _savepointing(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
         )
         d.status = replace(d.status, phase=phase, upgrade=new_up, message=f"{phase}: {action.describe()}.")
         d.event("Savepointing", action.describe())
-        return d.finish(action=action, requeue=POLL)
+        return d.finish(action=action, requeue=_poll_after(action))
     if op.status == "FAILED":
         attempts = up.attempts + 1
         delay = backoff_seconds(attempts)
@@ -684,7 +692,7 @@ def _savepointing(d: _Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
         d.status = replace(d.status, phase=phase, upgrade=new_up, message=message)
         return d.finish(requeue=POLL * 2)
     d.status = replace(d.status, phase=phase)
-    return d.finish(requeue=POLL_FAST)
+    return d.finish(requeue=POLL_SAVEPOINT if up.kind != st.SAVEPOINT else POLL_FAST)
 
 
 def _savepoint_completed(d: _Draft, spec: FlinkJobSpec, up: Upgrade, location: str) -> Decision:
@@ -923,7 +931,7 @@ def _plan_delete(d: _Draft, spec: FlinkJobSpec) -> Decision:
     action = TriggerSavepoint(active.job_id, d.inp.fresh_id, directory, "stop")
     d.status = replace(s, upgrade=new_up, message=f"Deleting: {action.describe()}.")
     d.event("Savepointing", action.describe())
-    return d.finish(action=action, requeue=POLL)
+    return d.finish(action=action, requeue=_poll_after(action))
 
 
 def record_action_failure(status: Status, action: Action, error: str, now: datetime) -> Status:

@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flinkop.act import perform
+from flinkop.actions import Action
 from flinkop.flink_client import FlinkClient, FlinkError, FlinkUnreachable
 from flinkop.jars import JarFetcher
-from flinkop.observation import Observation
+from flinkop.observation import Observation, after_action
 from flinkop.observe import observe
 from flinkop.plan import Decision, Event, PlanInput, plan, record_action_failure, record_action_result
 from flinkop.spec import FlinkJobSpec, SpecError, parse_spec
@@ -34,6 +35,10 @@ class PassResult:
     requeue_after: float | None
     done_deleting: bool
     decision: Decision
+    performed: Action | None = None  # the action this pass took, when Flink accepted it
+    # What Flink looks like after that action, when the action says it in full: the next pass may
+    # then start from it at once, without reading Flink again.
+    observation_after: Observation | None = None
 
 
 class Clients:
@@ -80,6 +85,7 @@ def run_pass(
     delete_deadline: datetime | None = None,
     now: datetime | None = None,
     name: str = "",
+    observation: Observation | None = None,
 ) -> PassResult:
     now = now or datetime.now(UTC).replace(tzinfo=None)
     current = Status.from_dict(status)
@@ -88,11 +94,12 @@ def run_pass(
     except SpecError as exc:
         parsed = exc
     client = clients.get(parsed.flink_rest_url) if isinstance(parsed, FlinkJobSpec) else None
-    obs = (
-        observe(parsed, current, client, fetcher, deleting)
-        if isinstance(parsed, FlinkJobSpec) and client
-        else Observation()
-    )
+    if observation is not None:
+        obs = observation
+    elif isinstance(parsed, FlinkJobSpec) and client:
+        obs = observe(parsed, current, client, fetcher, deleting)
+    else:
+        obs = Observation()
     decision = plan(
         PlanInput(
             spec=parsed,
@@ -112,9 +119,13 @@ def run_pass(
     for event in decision.events:
         emit(event)
     requeue = decision.requeue_after
+    performed = None
+    observation_after = None
     if decision.action is not None and client is not None:
         try:
             result = perform(client, decision.action)
+            performed = decision.action
+            observation_after = after_action(obs, decision.action, result)
             after = record_action_result(decision.status, decision.action, result)
             if after is not None:
                 write_status(after.to_patch())
@@ -126,4 +137,4 @@ def run_pass(
             write_status(failed.to_patch())
             emit(Event("Warning", "ActionFailed", f"Could not {decision.action.describe()}: {exc.detail}"))
             requeue = 1.0 if requeue is None else min(requeue, 1.0)
-    return PassResult(requeue, decision.done_deleting, decision)
+    return PassResult(requeue, decision.done_deleting, decision, performed, observation_after)

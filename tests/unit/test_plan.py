@@ -12,8 +12,8 @@ import pytest
 from flinkop import status as st
 from flinkop.actions import CancelJob, DeleteJar, SubmitJob, TriggerSavepoint, UploadJar
 from flinkop.flink_client import LatestSavepoint
-from flinkop.observation import JobView, Observation
-from flinkop.plan import BACKOFF_MAX, backoff_seconds, record_action_failure
+from flinkop.observation import JobView, Observation, after_action
+from flinkop.plan import BACKOFF_MAX, POLL_SAVEPOINT, backoff_seconds, record_action_failure
 from flinkop.spec import SpecError
 from flinkop.status import Failure, Savepoint, Status
 from planner_kit import (
@@ -348,6 +348,31 @@ def test_savepoint_in_progress_is_waited_for() -> None:
     assert d.requeue_after is not None
     assert d.status.upgrade == started.upgrade
     assert d.status.phase == "Upgrading"
+
+
+def test_a_stopping_job_is_watched_more_closely_than_a_savepoint_that_keeps_it_running() -> None:
+    # From the moment a stop-with-savepoint completes the job processes nothing until the new one
+    # runs: the operator looks as often as the hand-run sequence it is measured against (bench B1).
+    to = make_spec(jar={"uri": JAR_V2})
+    triggered = run(to, steady(V1), Observation(job=job(OLD_JOB), jar=jar_uploaded(JAR_V2)), fresh_id=TRIGGER)
+    waiting = run(to, upgrade_started(V1, to), Observation(job=job(OLD_JOB), savepoint=savepoint("IN_PROGRESS")))
+    manual = make_spec(savepointNonce=1)
+    kept = run(manual, steady(manual), Observation(job=job(OLD_JOB)), fresh_id=TRIGGER)
+    assert isinstance(triggered.action, TriggerSavepoint) and triggered.action.mode == "stop"
+    assert isinstance(kept.action, TriggerSavepoint) and kept.action.mode == "keep"
+    assert triggered.requeue_after == waiting.requeue_after == POLL_SAVEPOINT
+    assert kept.requeue_after is not None and kept.requeue_after > POLL_SAVEPOINT
+
+
+def test_an_upload_is_followed_by_the_savepoint_without_reading_flink_again() -> None:
+    d = run(V2, steady(V1), Observation(job=job(OLD_JOB), jar=jar_fetched(JAR_V2)))
+    assert isinstance(d.action, UploadJar)
+    after = after_action(Observation(job=job(OLD_JOB), jar=jar_fetched(JAR_V2)), d.action, "uploaded-jar-id")
+    assert after is not None and after.jar is not None and after.jar.cluster_jar_id == "uploaded-jar-id"
+    then = run(V2, d.status, after, fresh_id=TRIGGER)
+    assert then.action == TriggerSavepoint(OLD_JOB, TRIGGER, SP_DIR, "stop")
+    stop = TriggerSavepoint(OLD_JOB, TRIGGER, SP_DIR, "stop")
+    assert after_action(after, stop, None) is None, "a savepoint's outcome is only known by reading Flink"
 
 
 def test_savepoint_past_its_timeout_is_reported_and_the_job_is_left_running() -> None:
