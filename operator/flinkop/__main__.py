@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 import kopf
+
+from flinkop import logs, metrics
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,10 +16,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--liveness", metavar="URL", help="serve a health endpoint for probes, e.g. http://0.0.0.0:8080/healthz"
     )
+    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="json: one object per line")
+    parser.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics, e.g. 0.0.0.0:9090")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(args.log_format, verbose=args.verbose)
+    if args.metrics:
+        metrics.serve(args.metrics)
 
     import flinkop.handlers  # noqa: F401  (registers the handlers)
 

@@ -47,6 +47,14 @@ def derive_conditions(
     )
     suspended_reached = suspended and status.phase == "Suspended" and work is None
     ready = (running_desired or suspended_reached) and not stalled
+    # The spec changed and its upgrade has not started yet (jar upload, an upgrade slot, a rescale interval).
+    pending = (
+        work is None
+        and not suspended
+        and desired_fingerprint is not None
+        and status.deployed is not None
+        and status.deployed.fingerprint != desired_fingerprint
+    )
     reconciling = (
         not stalled
         and not ready
@@ -54,6 +62,7 @@ def derive_conditions(
             work is not None
             or suspended
             or status.rescale_pending_until is not None
+            or pending
             or status.phase in ("Pending", "Deploying", "Upgrading", "RollingBack")
         )
     )
@@ -69,6 +78,8 @@ def derive_conditions(
         reconciling_reason, step = work.kind.capitalize(), f"{work.kind}: {work.step}"
     elif suspended:
         reconciling_reason, step = "Suspend", "suspending"
+    elif pending:
+        reconciling_reason, step = "UpgradePending", "the spec changed; the upgrade has not started yet"
     else:
         reconciling_reason, step = status.phase, status.phase
     return (

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import requests
 
+from flinkop.credentials import RestCredentials
+
 SavepointStatus = Literal["IN_PROGRESS", "COMPLETED", "FAILED", "UNKNOWN"]
 TERMINAL_JOB_STATES = frozenset({"FINISHED", "CANCELED", "FAILED", "SUSPENDED"})
 _RETRYABLE_HTTP = frozenset({502, 503, 504})
@@ -53,10 +55,16 @@ class JobInfo:
     state: str
     vertices: tuple[VertexInfo, ...] = ()
     start_time_ms: int = 0
+    # From /jobs/overview, which has task counts instead of vertices: (running, total).
+    tasks: tuple[int, int] | None = None
 
     @property
     def all_vertices_running(self) -> bool:
-        return self.state == "RUNNING" and bool(self.vertices) and all(v.status == "RUNNING" for v in self.vertices)
+        if self.state != "RUNNING":
+            return False
+        if self.vertices:
+            return all(v.status == "RUNNING" for v in self.vertices)
+        return self.tasks is not None and self.tasks[1] > 0 and self.tasks[0] == self.tasks[1]
 
     @property
     def parallelism(self) -> int:
@@ -94,9 +102,23 @@ class FlinkClient:
     retries: int = 2
     retry_backoff: float = 0.5
     session: requests.Session = field(default_factory=requests.Session)
+    credentials: RestCredentials | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
+        if self.credentials is not None:
+            authorization = self.credentials.authorization()
+            if isinstance(authorization, str):
+                self.session.headers["Authorization"] = authorization
+            elif authorization is not None:
+                self.session.auth = authorization
+            self.session.verify = self.credentials.verify()
+
+    @property
+    def identity(self) -> str:
+        """The endpoint and the credentials used on it (their digest): what read caches are keyed by,
+        so that FlinkJobs with different credentials never share what one of them read."""
+        return f"{self.base_url}#{self.credentials.key}" if self.credentials is not None else self.base_url
 
     # -- transport -------------------------------------------------------------------------
 
@@ -122,6 +144,9 @@ class FlinkClient:
                 resp = self.session.request(
                     method, url, json=json, files=files, params=params, timeout=timeout or self.timeout
                 )
+            except requests.exceptions.SSLError as exc:
+                last = FlinkUnreachable(call, url, f"TLS handshake failed; check spec.tls ({_short(exc)})")
+                continue
             except requests.Timeout as exc:
                 last = FlinkUnreachable(call, url, f"no answer within {timeout or self.timeout:g} s ({exc})")
                 continue
@@ -131,6 +156,13 @@ class FlinkClient:
             if resp.status_code in _RETRYABLE_HTTP:
                 last = FlinkError(call, url, f"HTTP {resp.status_code}: {_errors(resp)}", resp.status_code)
                 continue
+            if resp.status_code in (401, 403):
+                raise FlinkError(
+                    call,
+                    url,
+                    f"HTTP {resp.status_code}: the endpoint refused the request's credentials (spec.restAuthSecretRef)",
+                    resp.status_code,
+                )
             if resp.status_code == 404:
                 raise FlinkNotFound(call, url, f"HTTP 404: {_errors(resp)}", 404)
             if resp.status_code >= 400:
@@ -154,6 +186,22 @@ class FlinkClient:
     def overview(self) -> dict[str, Any]:
         result: dict[str, Any] = self._request("read cluster overview", "GET", "/overview")
         return result
+
+    def jobs_overview(self) -> dict[str, JobInfo]:
+        """Every job the cluster knows, in one call (`GET /jobs/overview`, answered live), by id.
+        Its entries have task counts, not vertices."""
+        body = self._request("list jobs", "GET", "/jobs/overview")
+        jobs: dict[str, JobInfo] = {}
+        for j in body.get("jobs", []):
+            tasks = j.get("tasks") or {}
+            jobs[str(j["jid"])] = JobInfo(
+                id=str(j["jid"]),
+                name=str(j.get("name", "")),
+                state=str(j.get("state", "")),
+                start_time_ms=int(j.get("start-time", 0) or 0),
+                tasks=(int(tasks.get("running", 0)), int(tasks.get("total", 0))),
+            )
+        return jobs
 
     # -- jars ------------------------------------------------------------------------------
 

@@ -10,19 +10,25 @@ from typing import Any
 
 import kopf
 
-from flinkop import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
+from flinkop import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION, credentials, logs
 from flinkop.jars import JarFetcher
-from flinkop.kube import Conflict, StatusStore
+from flinkop.kube import Conflict, SecretReader, StatusStore
+from flinkop.metrics import METRICS
 from flinkop.observation import Observation
 from flinkop.plan import Event
 from flinkop.reconcile import Clients, PassResult, forget_resource, resource_lock, run_pass
 from flinkop.settings import OperatorSettings
+from flinkop.slots import UpgradeSlots
+from flinkop.status import Status
 from flinkop.times import parse_time
 
 SETTINGS = OperatorSettings.from_env()
-_clients = Clients(timeout=SETTINGS.flink_timeout)
-_fetcher = JarFetcher(SETTINGS.jar_cache_dir, SETTINGS.max_jar_bytes)
+_clients = Clients(timeout=SETTINGS.flink_timeout, overview_max_age=SETTINGS.overview_max_age)
+_fetcher = JarFetcher(SETTINGS.jar_cache_dir, SETTINGS.max_jar_bytes, SETTINGS.jar_allowed_hosts)
+_slots = UpgradeSlots(SETTINGS.max_concurrent_upgrades)
+METRICS.in_flight = lambda: _slots.in_flight
 _store: StatusStore | None = None
+_secrets: SecretReader | None = None
 
 
 class _WaitsAreNotErrors(logging.Filter):
@@ -37,7 +43,7 @@ class _WaitsAreNotErrors(logging.Filter):
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _store
+    global _store, _secrets
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -46,7 +52,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING  # our own Events are posted explicitly, one per step
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 32
-    _store = StatusStore()
+    _store = StatusStore()  # loads the kube config the Secret reader uses too
+    _secrets = SecretReader()
     logging.getLogger("kopf.objects").addFilter(_WaitsAreNotErrors())
 
 
@@ -70,8 +77,9 @@ def _one_pass(
     origin: kopf.Body, body: Mapping[str, Any], deleting: bool, observation: Observation | None
 ) -> tuple[PassResult, Mapping[str, Any]]:
     """One pass on `body` (the resource as kopf delivered it, `origin`, or as our last write left it)."""
-    assert _store is not None, "the operator was not started through its startup handler"
+    assert _store is not None and _secrets is not None, "the operator was not started through its startup handler"
     meta = body["metadata"]
+    read_secret = _secrets
     deadline = None
     if deleting and meta.get("deletionTimestamp"):
         started = parse_time(meta["deletionTimestamp"])
@@ -82,7 +90,8 @@ def _one_pass(
         kopf.event(origin, type=event.type, reason=event.reason, message=event.message)
 
     writer = _store.writer(meta["namespace"], meta["name"], meta["resourceVersion"])
-    with resource_lock(meta["uid"]):
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with resource_lock(meta["uid"]), logs.handling(meta["namespace"], meta["name"]):
         try:
             result = run_pass(
                 spec=body.get("spec", {}),
@@ -94,12 +103,22 @@ def _one_pass(
                 emit=emit,
                 deleting=deleting,
                 delete_deadline=deadline,
-                now=datetime.now(UTC).replace(tzinfo=None),
+                now=now,
                 name=meta["name"],
                 observation=observation,
+                uid=meta["uid"],
+                slots=_slots,
+                credentials_for=lambda spec: credentials.resolve(spec, meta["namespace"], read_secret),
             )
         except Conflict as exc:
+            METRICS.record_error("conflict")
             raise kopf.TemporaryError(f"{exc}; looking again", delay=0.5) from exc
+        except Exception:
+            METRICS.record_error("unexpected")
+            raise
+    METRICS.record_pass(meta["uid"], Status.from_dict(body.get("status")), result.decision.status, now)
+    if result.error is not None:
+        METRICS.record_error(result.error)
     return result, writer.last_written or body
 
 
@@ -129,3 +148,5 @@ def on_delete(body: kopf.Body, **_: Any) -> None:
     if not result.done_deleting:
         raise kopf.TemporaryError(result.decision.status.message or "deleting", delay=result.requeue_after or 1.0)
     forget_resource(body["metadata"]["uid"])
+    _slots.release(body["metadata"]["uid"])
+    METRICS.forget(body["metadata"]["uid"])

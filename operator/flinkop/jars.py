@@ -24,7 +24,7 @@ _REMOTE_CACHE_SECONDS = 60.0
 
 class JarError(Exception):
     def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason  # JarFetchFailed | JarDigestMismatch | NotAJar | JarTooLarge
+        self.reason = reason  # JarFetchFailed | JarDigestMismatch | NotAJar | JarTooLarge | JarHostNotAllowed
         super().__init__(message)
 
 
@@ -46,15 +46,37 @@ def is_cluster_name_for(name: str, sha256: str) -> bool:
     return name.startswith(f"flinkop-{sha256[:20]}-")
 
 
+def host_allowed(uri: str, allowed: tuple[str, ...]) -> bool:
+    """Whether `uri` may be fetched under an allow-list of hosts (`repo.example.com`, `*.example.com`;
+    `file` admits file:// paths on the operator's own disk). An empty list allows everything."""
+    if not allowed:
+        return True
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return "file" in allowed
+    host = (parsed.hostname or "").lower()
+    for entry in allowed:
+        entry = entry.lower()
+        if entry.startswith("*.") and host.endswith(entry[1:]) and host != entry[2:]:
+            return True
+        if host == entry:
+            return True
+    return False
+
+
 class JarFetcher:
-    def __init__(self, cache_dir: Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self, cache_dir: Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES, allowed_hosts: tuple[str, ...] = ()
+    ) -> None:
         self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "flinkop-jars"
         self.max_bytes = max_bytes
+        self.allowed_hosts = allowed_hosts
         self._file_digests: dict[tuple[str, int, int], str] = {}
         self._remote: dict[str, tuple[float, LocalJar]] = {}
 
     def fetch(self, uri: str, expected_sha256: str | None) -> LocalJar:
         parsed = urlparse(uri)
+        self._check_host(uri)
         if parsed.scheme == "file":
             jar = self._local(Path(unquote(parsed.path)), uri)
         elif parsed.scheme in ("http", "https"):
@@ -97,6 +119,8 @@ class JarFetcher:
             with os.fdopen(fd, "wb") as out:
                 try:
                     with requests.get(uri, stream=True, timeout=DOWNLOAD_TIMEOUT) as resp:
+                        for hop in (*resp.history, resp):
+                            self._check_host(hop.url, f" (redirected from {uri})" if hop.url != uri else "")
                         if resp.status_code != 200:
                             raise JarError("JarFetchFailed", f"jar {uri} could not be fetched: HTTP {resp.status_code}")
                         for chunk in resp.iter_content(chunk_size=1 << 16):
@@ -115,6 +139,15 @@ class JarFetcher:
         jar = LocalJar(final, digest.hexdigest())
         self._remote[uri] = (time.monotonic(), jar)
         return jar
+
+    def _check_host(self, uri: str, how: str = "") -> None:
+        if not host_allowed(uri, self.allowed_hosts):
+            where = urlparse(uri).hostname or urlparse(uri).scheme
+            raise JarError(
+                "JarHostNotAllowed",
+                f"jar {uri}{how} is on {where}, which is not in the operator's FLINKOP_JAR_ALLOWED_HOSTS "
+                f"({', '.join(self.allowed_hosts)}); it was not fetched",
+            )
 
     @staticmethod
     def _check_jar(path: Path, uri: str) -> None:

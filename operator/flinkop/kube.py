@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import threading
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import kubernetes
 
 from flinkop import GROUP, PLURAL, VERSION
+from flinkop.credentials import CredentialsError
 
 
 class Conflict(Exception):
@@ -48,3 +53,36 @@ class StatusWriterWithVersion:
             raise
         self.resource_version = str(result["metadata"]["resourceVersion"])
         self.last_written = result
+
+
+class SecretReader:
+    """Reads a Secret by name (RBAC: `get` on secrets, never list or watch), cached for `max_age`
+    seconds so a rotated credential is picked up within that time. Values are returned decoded and
+    go nowhere but the credentials they make."""
+
+    def __init__(self, max_age: float = 30.0) -> None:
+        self.max_age = max_age
+        self.api = kubernetes.client.CoreV1Api()
+        self._cache: dict[tuple[str, str], tuple[float, Mapping[str, bytes] | None]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
+        with self._lock:
+            cached = self._cache.get((namespace, name))
+        if cached is not None and time.monotonic() - cached[0] < self.max_age:
+            return cached[1]
+        try:
+            secret = self.api.read_namespaced_secret(name, namespace)
+            data: Mapping[str, bytes] | None = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                data = None
+            elif exc.status == 403:
+                raise CredentialsError(
+                    f"the operator may not read Secret {namespace}/{name} (it needs `get` on secrets)"
+                ) from None
+            else:
+                raise CredentialsError(f"reading Secret {namespace}/{name} failed: HTTP {exc.status}") from None
+        with self._lock:
+            self._cache[(namespace, name)] = (time.monotonic(), data)
+        return data

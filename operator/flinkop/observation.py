@@ -45,6 +45,7 @@ class JobView:
 @dataclass(frozen=True)
 class Observation:
     flink_error: str | None = None  # Flink could not be reached: nothing else is known
+    credentials_error: str | None = None  # the Secrets the spec names could not be used: Flink was not asked
     cluster_savepoint_dir: str | None = None
     cluster_scheduler: str | None = None  # jobmanager.scheduler: "adaptive" allows in-place rescaling
     job: JobView | None = None  # status.jobId's job (or the job an upgrade started from)

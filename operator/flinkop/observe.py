@@ -1,16 +1,18 @@
 """Observe: read what the planner needs from Flink (and the jar's source) into an Observation.
 
-Reads only: nothing here changes Flink. What is read depends on the status, so that a job at
-rest costs one request per pass.
+Reads only: nothing here changes Flink. What is read depends on the status: a job at rest is
+looked up in its cluster's `GET /jobs/overview`, read at most once per `max_age` seconds for every
+FlinkJob on that cluster, so an idle operator costs Flink next to nothing per job.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 
 from flinkop import status as st
-from flinkop.flink_client import FlinkClient, FlinkError, FlinkNotFound
+from flinkop.flink_client import FlinkClient, FlinkError, FlinkNotFound, JobInfo
 from flinkop.jars import JarError, JarFetcher, is_cluster_name_for
 from flinkop.observation import JarCheck, JobView, Observation
 from flinkop.spec import Deployment, FlinkJobSpec
@@ -18,6 +20,40 @@ from flinkop.status import Status
 
 _CONFIG_TTL = 30.0
 _config_cache: dict[str, tuple[float, dict[str, str]]] = {}
+
+
+class JobsOverviews:
+    """Each cluster's `GET /jobs/overview`, shared by the FlinkJobs on it and read again once it is
+    `max_age` seconds old (one reader at a time per cluster; the others wait for its answer)."""
+
+    def __init__(self, max_age: float = 5.0) -> None:
+        self.max_age = max_age
+        self._entries: dict[str, tuple[float, dict[str, JobInfo]]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, client: FlinkClient) -> dict[str, JobInfo]:
+        key = client.identity
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            cached = self._entries.get(key)
+            if cached is not None and time.monotonic() - cached[0] < self.max_age:
+                return cached[1]
+            jobs = client.jobs_overview()
+            self._entries[key] = (time.monotonic(), jobs)
+            return jobs
+
+
+def at_rest(spec: FlinkJobSpec, status: Status, deleting: bool) -> bool:
+    """Nothing is under way and the deployed spec is the wanted one: the job only needs a look."""
+    return (
+        not deleting
+        and status.upgrade is None
+        and status.job_id is not None
+        and status.deployed is not None
+        and status.deployed.fingerprint == spec.deployment.fingerprint
+    )
 
 
 def jar_to_check(spec: FlinkJobSpec, status: Status, deleting: bool) -> Deployment | None:
@@ -35,16 +71,26 @@ def jar_to_check(spec: FlinkJobSpec, status: Status, deleting: bool) -> Deployme
 
 
 def observe(
-    spec: FlinkJobSpec, status: Status, client: FlinkClient, fetcher: JarFetcher, deleting: bool = False
+    spec: FlinkJobSpec,
+    status: Status,
+    client: FlinkClient,
+    fetcher: JarFetcher,
+    deleting: bool = False,
+    overviews: JobsOverviews | None = None,
 ) -> Observation:
     try:
-        return _observe(spec, status, client, fetcher, deleting)
+        return _observe(spec, status, client, fetcher, deleting, overviews)
     except FlinkError as exc:
         return Observation(flink_error=str(exc.detail if exc.status is None else exc))
 
 
 def _observe(
-    spec: FlinkJobSpec, status: Status, client: FlinkClient, fetcher: JarFetcher, deleting: bool
+    spec: FlinkJobSpec,
+    status: Status,
+    client: FlinkClient,
+    fetcher: JarFetcher,
+    deleting: bool,
+    overviews: JobsOverviews | None,
 ) -> Observation:
     up = status.upgrade
     job_id = (up.from_job_id if up is not None and up.from_job_id else None) or status.job_id
@@ -53,7 +99,13 @@ def _observe(
     if up is not None and up.step == st.SAVEPOINTING and up.from_job_id and up.trigger_id:
         # Read before the job: a completed stop-with-savepoint is then seen with its job ended.
         savepoint = client.savepoint_status(up.from_job_id, up.trigger_id)
-    job = _job_view(client, job_id) if job_id else None
+    job = None
+    if job_id and overviews is not None and at_rest(spec, status, deleting):
+        listed = overviews.get(client).get(job_id)
+        if listed is not None and listed.all_vertices_running:
+            job = JobView(job_id, listed)  # anything else is read in full below
+    if job is None and job_id:
+        job = _job_view(client, job_id)
     if up is not None and job is not None and job.info is not None and job.active:
         # An upgrade waits for this job to end: ask for its state now, not the cached details.
         live = client.job_state(job.job_id)
@@ -110,11 +162,11 @@ def _job_view(client: FlinkClient, job_id: str) -> JobView:
 
 def _cluster_config(client: FlinkClient) -> dict[str, str]:
     """The JobManager's configuration, read at most every 30 s per cluster."""
-    cached = _config_cache.get(client.base_url)
+    cached = _config_cache.get(client.identity)
     if cached and time.monotonic() - cached[0] < _CONFIG_TTL:
         return cached[1]
     config = client.config()
-    _config_cache[client.base_url] = (time.monotonic(), config)
+    _config_cache[client.identity] = (time.monotonic(), config)
     return config
 
 

@@ -32,6 +32,7 @@ NEEDS_A_PERSON = frozenset({"RestoreFailed", "DeployFailed", "JobTerminated"})
 POLL_FAST = 0.5  # while a step is about to complete (old job finishing, new job starting)
 POLL_SAVEPOINT = 0.25  # while a savepoint runs: a stopping job processes nothing once it completes
 POLL = 1.0  # while Flink works on a savepoint or a job start
+SLOT_POLL = 2.0  # while an upgrade waits for a free slot
 BACKOFF_BASE = 10.0
 BACKOFF_MAX = 300.0
 
@@ -54,6 +55,9 @@ class PlanInput:
     deleting: bool = False
     delete_deadline: datetime | None = None  # after it, deletion gives up on a savepoint
     name: str = ""  # the resource's name, for the scale subresource's default selector
+    # False when the operator already runs its maximum of upgrades at once (FLINKOP_MAX_CONCURRENT_UPGRADES):
+    # a new upgrade or rescale then waits; one in flight always goes on.
+    upgrade_slot_free: bool = True
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,14 @@ def plan(inp: PlanInput) -> Decision:
             return _delete_given_up(d, f"the spec is invalid ({spec})")
         if inp.observation.flink_error is not None:
             return _delete_given_up(d, f"Flink is unreachable ({inp.observation.flink_error})")
+        if inp.observation.credentials_error is not None:
+            return _delete_given_up(d, f"no credentials for Flink ({inp.observation.credentials_error})")
     if isinstance(spec, SpecError):
         return _stall(d, "InvalidSpec", f"The spec is invalid: {spec}", None)
     obs = inp.observation
+    if obs.credentials_error is not None:
+        message = f"Cannot talk to Flink: {obs.credentials_error}. Nothing is changed until that is fixed."
+        return _stall(d, "CredentialsUnavailable", message, None)
     if obs.flink_error is not None:
         return _flink_unreachable(d, spec, obs.flink_error)
     if inp.deleting:
@@ -283,7 +292,7 @@ def _plan_steady(d: _Draft, spec: FlinkJobSpec) -> Decision:
                 message=d.status.message if failure else f"Job {s.job_id} is running.",
             )
             if stable_changed or s.phase != "Running":
-                d.event("Running", f"Job {s.job_id} runs every vertex at parallelism {info.parallelism}.")
+                d.event("Running", f"Job {s.job_id} runs every vertex at parallelism {d.status.parallelism}.")
             return _savepoint_work(d, spec, info.start_time_ms)
         d.status = replace(
             d.status, phase="Deploying", message=f"Job {s.job_id} is {info.state}; waiting for every vertex to run."
@@ -318,6 +327,8 @@ def _start_rescale(d: _Draft, spec: FlinkJobSpec) -> Decision:
             d.status = replace(s, rescale_pending_until=format_time(due), message=message)
             return d.finish(requeue=(due - now).total_seconds())
     d.status = replace(s, rescale_pending_until=None)
+    if not d.inp.upgrade_slot_free:
+        return _wait_for_upgrade_slot(d, f"Rescale to parallelism {target}")
     adaptive = d.inp.observation.cluster_scheduler == "adaptive"
     if spec.rescale_mode != "Savepoint" and adaptive:
         return _rescale_started(_start_in_place(d, spec), now)
@@ -561,6 +572,8 @@ def _start_upgrade(d: _Draft, spec: FlinkJobSpec) -> Decision:
     _, early = _jar_ready(d, target, obs.jar)
     if early is not None:
         return early
+    if not d.inp.upgrade_slot_free:
+        return _wait_for_upgrade_slot(d, "Upgrade")
     assert s.job_id is not None
     stateless = spec.upgrade_mode == "stateless"
     up = Upgrade.begin(
@@ -584,6 +597,17 @@ def _start_upgrade(d: _Draft, spec: FlinkJobSpec) -> Decision:
     d.status = replace(s, phase="Upgrading", upgrade=up, failure=None, message=message)
     d.event("Upgrading" if stateless else "Savepointing", action.describe())
     return d.finish(action=action, requeue=_poll_after(action))
+
+
+def _wait_for_upgrade_slot(d: _Draft, what: str) -> Decision:
+    message = (
+        f"{what} waits for a free slot: the operator runs at most FLINKOP_MAX_CONCURRENT_UPGRADES upgrades "
+        "at once. The job keeps running meanwhile."
+    )
+    if d.status.message != message:
+        d.event("WaitingForUpgradeSlot", message)
+    d.status = replace(d.status, message=message)
+    return d.finish(requeue=SLOT_POLL)
 
 
 def _poll_after(action: Action) -> float:

@@ -16,11 +16,13 @@ from typing import Any
 
 from flinkop.act import perform
 from flinkop.actions import Action
+from flinkop.credentials import CredentialsError, RestCredentials
 from flinkop.flink_client import FlinkClient, FlinkError, FlinkUnreachable
 from flinkop.jars import JarFetcher
 from flinkop.observation import Observation, after_action
-from flinkop.observe import observe
+from flinkop.observe import JobsOverviews, observe
 from flinkop.plan import Decision, Event, PlanInput, plan, record_action_failure, record_action_result
+from flinkop.slots import UpgradeSlots
 from flinkop.spec import FlinkJobSpec, SpecError, parse_spec
 from flinkop.status import Status
 
@@ -39,21 +41,24 @@ class PassResult:
     # What Flink looks like after that action, when the action says it in full: the next pass may
     # then start from it at once, without reading Flink again.
     observation_after: Observation | None = None
+    error: str | None = None  # why the pass could not do its part: flink_unreachable, action_failed, credentials
 
 
 class Clients:
     """One Flink REST client per cluster URL, shared by every FlinkJob on that cluster."""
 
-    def __init__(self, timeout: float = 10.0) -> None:
+    def __init__(self, timeout: float = 10.0, overview_max_age: float = 5.0) -> None:
         self.timeout = timeout
+        self.overviews = JobsOverviews(overview_max_age)
         self._clients: dict[str, FlinkClient] = {}
         self._lock = threading.Lock()
 
-    def get(self, url: str) -> FlinkClient:
+    def get(self, url: str, credentials: RestCredentials | None = None) -> FlinkClient:
+        key = f"{url}#{credentials.key}" if credentials is not None else url
         with self._lock:
-            client = self._clients.get(url)
+            client = self._clients.get(key)
             if client is None:
-                client = self._clients[url] = FlinkClient(url, timeout=self.timeout)
+                client = self._clients[key] = FlinkClient(url, timeout=self.timeout, credentials=credentials)
             return client
 
 
@@ -86,6 +91,9 @@ def run_pass(
     now: datetime | None = None,
     name: str = "",
     observation: Observation | None = None,
+    uid: str = "",
+    slots: UpgradeSlots | None = None,
+    credentials_for: Callable[[FlinkJobSpec], RestCredentials] | None = None,
 ) -> PassResult:
     now = now or datetime.now(UTC).replace(tzinfo=None)
     current = Status.from_dict(status)
@@ -93,13 +101,21 @@ def run_pass(
         parsed: FlinkJobSpec | SpecError = parse_spec(spec)
     except SpecError as exc:
         parsed = exc
-    client = clients.get(parsed.flink_rest_url) if isinstance(parsed, FlinkJobSpec) else None
+    client = None
+    credentials_error = None
+    if isinstance(parsed, FlinkJobSpec):
+        try:
+            credentials = credentials_for(parsed) if credentials_for is not None else None
+        except CredentialsError as exc:
+            credentials_error = str(exc)
+        else:
+            client = clients.get(parsed.flink_rest_url, credentials)
     if observation is not None:
         obs = observation
     elif isinstance(parsed, FlinkJobSpec) and client:
-        obs = observe(parsed, current, client, fetcher, deleting)
+        obs = observe(parsed, current, client, fetcher, deleting, clients.overviews)
     else:
-        obs = Observation()
+        obs = Observation(credentials_error=credentials_error)
     decision = plan(
         PlanInput(
             spec=parsed,
@@ -111,14 +127,18 @@ def run_pass(
             deleting=deleting,
             delete_deadline=delete_deadline,
             name=name,
+            upgrade_slot_free=slots.reserve(uid) if slots is not None else True,
         )
     )
+    if slots is not None:
+        slots.settle(uid, decision.status)
     patch = decision.status.to_patch()
     if patch != current.to_patch():
         write_status(patch)  # the write-ahead record comes first
     for event in decision.events:
         emit(event)
     requeue = decision.requeue_after
+    error = "flink_unreachable" if obs.flink_error else "credentials" if obs.credentials_error else None
     performed = None
     observation_after = None
     if decision.action is not None and client is not None:
@@ -130,11 +150,13 @@ def run_pass(
             if after is not None:
                 write_status(after.to_patch())
         except FlinkUnreachable as exc:
+            error = "flink_unreachable"
             log.warning("could not %s: %s", decision.action.describe(), exc)
             requeue = min(requeue or 5.0, 5.0)
         except FlinkError as exc:
+            error = "action_failed"
             failed = record_action_failure(decision.status, decision.action, exc.detail, now)
             write_status(failed.to_patch())
             emit(Event("Warning", "ActionFailed", f"Could not {decision.action.describe()}: {exc.detail}"))
             requeue = 1.0 if requeue is None else min(requeue, 1.0)
-    return PassResult(requeue, decision.done_deleting, decision, performed, observation_after)
+    return PassResult(requeue, decision.done_deleting, decision, performed, observation_after, error)

@@ -99,6 +99,9 @@ class FlinkJobSpec:
     min_rescale_interval_seconds: int = 60
     in_place_rescale_timeout_seconds: int = 120
     scale_selector: str | None = None
+    rest_auth_secret: str | None = None  # Secret (same namespace): `token`, or `username` and `password`
+    tls_ca_secret: tuple[str, str] | None = None  # (Secret name, key) of the CA that signs Flink's certificate
+    tls_insecure_skip_verify: bool = False
 
     def allow_non_restored_for(self, previous: Deployment | None, target: Deployment) -> bool:
         """The `-n` flag for restoring `target` from a savepoint of `previous`, by the policy."""
@@ -178,6 +181,18 @@ def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
         )
     timeout = _positive_int(spec, "savepointTimeoutSeconds", 600)
     assert timeout is not None
+    auth_ref = spec.get("restAuthSecretRef") or {}
+    if auth_ref and not (isinstance(auth_ref, Mapping) and isinstance(auth_ref.get("name"), str) and auth_ref["name"]):
+        raise SpecError("spec.restAuthSecretRef must be {name: <Secret in this namespace>}")
+    tls = spec.get("tls") or {}
+    ca_ref = tls.get("caSecretRef") or {} if isinstance(tls, Mapping) else {}
+    if ca_ref and not (isinstance(ca_ref, Mapping) and isinstance(ca_ref.get("name"), str) and ca_ref["name"]):
+        raise SpecError("spec.tls.caSecretRef must be {name: <Secret in this namespace>, key: <default ca.crt>}")
+    insecure = bool(tls.get("insecureSkipVerify", False)) if isinstance(tls, Mapping) else False
+    if (ca_ref or insecure) and parsed_url.scheme != "https":
+        raise SpecError("spec.tls applies to an https:// spec.flinkRestUrl only")
+    if ca_ref and insecure:
+        raise SpecError("spec.tls: set either caSecretRef or insecureSkipVerify, not both")
     return FlinkJobSpec(
         flink_rest_url=url.rstrip("/"),
         deployment=deployment,
@@ -199,4 +214,7 @@ def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
         min_rescale_interval_seconds=_non_negative_int(spec, "minRescaleIntervalSeconds", 60),
         in_place_rescale_timeout_seconds=_positive_int(spec, "inPlaceRescaleTimeoutSeconds", 120) or 120,
         scale_selector=spec.get("scaleSelector") or None,
+        rest_auth_secret=str(auth_ref["name"]) if auth_ref else None,
+        tls_ca_secret=(str(ca_ref["name"]), str(ca_ref.get("key") or "ca.crt")) if ca_ref else None,
+        tls_insecure_skip_verify=insecure,
     )

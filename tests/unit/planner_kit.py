@@ -135,6 +135,7 @@ def run(
     generation: int = 1,
     deleting: bool = False,
     deadline: datetime | None = None,
+    slot_free: bool = True,
 ) -> Decision:
     return plan(
         PlanInput(
@@ -146,6 +147,7 @@ def run(
             generation=generation,
             deleting=deleting,
             delete_deadline=deadline,
+            upgrade_slot_free=slot_free,
         )
     )
 

@@ -102,7 +102,9 @@ def conditions(status: Status, desired: str | None, generation: int = 3) -> dict
             "JobTerminated",
             id="job-terminated",
         ),
-        pytest.param(steady(V1), FP2, "False", "False", "False", "None", id="running-an-older-spec-is-not-ready"),
+        pytest.param(
+            steady(V1), FP2, "False", "True", "False", "None", id="running-an-older-spec-is-reconciling-until-upgraded"
+        ),
     ],
 )
 def test_conditions_follow_kstatus_meanings(
