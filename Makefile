@@ -46,6 +46,12 @@ test: bed-binaries lint
 bench: bed-binaries
 	$(PY) bench/b1_upgrade_overhead.py --pairs 5 --out bench/results/b1.json
 
+# A kind cluster, the operator image, deploy/ and deploy/flink-session/, one savepoint upgrade (needs
+# docker with a running engine, kind and kubectl; not run by `make test`: see tests/e2e/kind.sh).
+.PHONY: e2e-kind
+e2e-kind:
+	bash tests/e2e/kind.sh
+
 demo: bed-binaries
 	$(PY) -m testbed demo --dir $(BED_DIR)
 
