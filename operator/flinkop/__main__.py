@@ -6,7 +6,7 @@ import argparse
 
 import kopf
 
-from flinkop import logs, metrics
+from flinkop import logs, metrics, peering
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,15 +18,46 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--log-format", choices=("text", "json"), default="text", help="json: one object per line")
     parser.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics, e.g. 0.0.0.0:9090")
+    ha = parser.add_argument_group("high availability (kopf peering; default: standalone)")
+    ha.add_argument(
+        "--peering", metavar="NAME", help="peer with the operators sharing this peering object; only one acts"
+    )
+    ha.add_argument(
+        "--priority", type=int, help="the live peer with the highest acts (default: the earliest started wins)"
+    )
+    webhook = parser.add_argument_group("validating admission webhook (https, path /validate-flinkjob)")
+    webhook.add_argument("--webhook-listen", metavar="HOST:PORT", help="serve it here, e.g. 0.0.0.0:9443")
+    webhook.add_argument("--webhook-cert", metavar="FILE", help="serving certificate (PEM)")
+    webhook.add_argument("--webhook-key", metavar="FILE", help="its private key (PEM)")
     args = parser.parse_args(argv)
+    if args.priority is not None and args.peering is None:
+        parser.error("--priority needs --peering")
+    host, _, port = (args.webhook_listen or "").rpartition(":")
+    if args.webhook_listen and not (port.isdigit() and args.webhook_cert and args.webhook_key):
+        parser.error("--webhook-listen HOST:PORT needs --webhook-cert and --webhook-key")
+    try:
+        peering.lifetime_from_env()
+    except ValueError as exc:
+        parser.error(str(exc))
     logs.configure(args.log_format, verbose=args.verbose)
     if args.metrics:
         metrics.serve(args.metrics)
 
     import flinkop.handlers  # noqa: F401  (registers the handlers)
 
+    peering.serve_namespaces(args.namespace or [])
+    priority = None
+    if args.peering:
+        priority = args.priority if args.priority is not None else peering.default_priority()
+    if args.webhook_listen:
+        from flinkop import admission  # registers the webhook handler only when it is served
+
+        admission.listen(host or "0.0.0.0", int(port), args.webhook_cert, args.webhook_key)
+
     kopf.run(
-        standalone=True,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        priority=priority,
         namespaces=args.namespace or [],
         clusterwide=not args.namespace,
         liveness_endpoint=args.liveness,

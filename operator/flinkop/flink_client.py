@@ -142,7 +142,14 @@ class FlinkClient:
                 time.sleep(self.retry_backoff * attempt)
             try:
                 resp = self.session.request(
-                    method, url, json=json, files=files, params=params, timeout=timeout or self.timeout
+                    method,
+                    url,
+                    json=json,
+                    files=files,
+                    params=params,
+                    timeout=timeout or self.timeout,
+                    # Given per request: requests lets REQUESTS_CA_BUNDLE override the session's own setting.
+                    verify=self.session.verify,
                 )
             except requests.exceptions.SSLError as exc:
                 last = FlinkUnreachable(call, url, f"TLS handshake failed; check spec.tls ({_short(exc)})")

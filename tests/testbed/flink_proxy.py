@@ -3,20 +3,34 @@
 Every request is forwarded to Flink unless a rule says otherwise: `hold` parks matching requests
 until released (forwarded, or dropped as if the caller had died first), and `down` makes the
 proxy close every connection without an answer, as an unreachable Flink would.
+
+It can also play the authenticating, TLS-terminating proxy a Flink REST endpoint often sits
+behind: `tls=(cert, key)` serves https, and `authorization` answers 401 to any request whose
+Authorization header is not exactly that value (and never passes the header on to Flink).
 """
 
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import requests
 
 from testbed.procs import free_port
 
-_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "content-encoding"}
+_HOP_HEADERS = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "content-encoding",
+    "authorization",
+}
 
 
 @dataclass
@@ -30,12 +44,14 @@ class _Hold:
 
 
 class FlinkProxy:
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, tls: tuple[Path, Path] | None = None, authorization: str | None = None) -> None:
         self.target = target.rstrip("/")
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.down = False
         self.forwarded: list[tuple[str, str, int]] = []  # (method, path, status) of answered requests
+        self.refused: list[tuple[str, str]] = []  # (method, path) answered 401
+        self.authorization = authorization
         self._holds: list[_Hold] = []
         self._lock = threading.Lock()
         proxy = self
@@ -51,6 +67,14 @@ class FlinkProxy:
                 body = self.rfile.read(length) if length else b""
                 if proxy.down:
                     self.close_connection = True
+                    return
+                if proxy.authorization is not None and self.headers.get("Authorization") != proxy.authorization:
+                    with proxy._lock:
+                        proxy.refused.append((self.command, self.path))
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="flink"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 hold = proxy._matching_hold(self.command, self.path)
                 if hold is not None and not hold.after_forward:
@@ -87,6 +111,10 @@ class FlinkProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, name="flink-proxy", daemon=True)
         self._thread.start()
 
