@@ -47,8 +47,12 @@ class JobsOverviews:
 
 def at_rest(spec: FlinkJobSpec, status: Status, deleting: bool) -> bool:
     """Nothing is under way and the deployed spec is the wanted one: the job only needs a look."""
+    # A job just suspended, stopped or replaced may still be listed RUNNING in an overview read
+    # before that: only a job the status says runs is looked up there; anything else is read live.
     return (
         not deleting
+        and spec.state == "running"
+        and status.phase == "Running"
         and status.upgrade is None
         and status.job_id is not None
         and status.deployed is not None

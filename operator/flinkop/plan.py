@@ -120,6 +120,9 @@ def plan(inp: PlanInput) -> Decision:
         if inp.observation.credentials_error is not None:
             return _delete_given_up(d, f"no credentials for Flink ({inp.observation.credentials_error})")
     if isinstance(spec, SpecError):
+        if inp.deleting and d.status.job_id is None and d.status.upgrade is None:
+            d.event("Deleted", "No job was ever started for this FlinkJob (its spec is invalid); nothing to stop.")
+            return d.finish(done_deleting=True)
         return _stall(d, "InvalidSpec", f"The spec is invalid: {spec}", None)
     obs = inp.observation
     if obs.credentials_error is not None:

@@ -179,6 +179,12 @@ def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
         raise SpecError(
             f"spec.savepointDirectory {sp_dir!r} is not a URI; write it with its scheme, e.g. file:///data/sp"
         )
+    initial = spec.get("initialSavepointPath") or None
+    if initial is not None and not urlparse(str(initial)).scheme:
+        raise SpecError(
+            f"spec.initialSavepointPath {initial!r} is not a URI; write it as Flink reports it, e.g. "
+            "file:///data/sp/savepoint-1a2b3c-0123456789ab"
+        )
     timeout = _positive_int(spec, "savepointTimeoutSeconds", 600)
     assert timeout is not None
     auth_ref = spec.get("restAuthSecretRef") or {}

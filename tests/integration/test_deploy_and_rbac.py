@@ -1,9 +1,13 @@
-"""The operator's install manifests on the real apiserver: `kubectl apply -k deploy/` is accepted,
-and the operator, run under exactly the RBAC rules from deploy/, does a full savepoint upgrade and
-is refused anything beyond them."""
+"""The operator's install manifests on the real apiserver: `kubectl apply -k deploy/` is accepted (and
+so is deploy/ with the webhook component), and the operator, run as deploy/operator.yaml runs it (with
+peering) under exactly the RBAC rules from deploy/, does a full savepoint upgrade and is refused
+anything beyond them, Secrets other than by name included."""
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from testbed.flinkjobs import FlinkJobs, is_ready_at_current_generation
-from testbed.operator_process import start_operator
+from testbed.operator_process import install_peering_crds, start_operator
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +43,50 @@ def operator_user_bound_to_deploy_rbac(kube: Any, crd: Path) -> Iterator[str]:
         kube.kubectl("delete", "clusterrolebinding", "flinkop-test-operator-user", check=False)
 
 
+def operator_args_as_deployed() -> tuple[str, ...]:
+    """deploy/operator.yaml's args, without the health and metrics endpoints (ports of their own in a pod)."""
+    deployment = yaml.safe_load((REPO / "deploy" / "operator.yaml").read_text())
+    args = list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    for endpoint in ("--liveness", "--metrics"):
+        i = args.index(endpoint)
+        del args[i : i + 2]
+    return tuple(args)
+
+
 def test_deploy_kustomization_is_accepted_by_the_apiserver(kube: Any, crd: Path) -> None:
     kube.kubectl("create", "namespace", "flinkop-system", check=False)
     result = kube.kubectl("apply", "-k", str(REPO / "deploy"), "--dry-run=server")
     for kind in ("customresourcedefinition", "serviceaccount", "clusterrole", "clusterrolebinding", "deployment"):
         assert kind in result.stdout, result.stdout
+    for crd_name in ("flinkjobs.flinkop.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
+        assert f"customresourcedefinition.apiextensions.k8s.io/{crd_name}" in result.stdout, result.stdout
+
+
+def test_deploy_with_the_webhook_component_is_accepted_by_the_apiserver_but_for_cert_manager_objects(
+    kube: Any, crd: Path, tmp_path: Path
+) -> None:
+    # deploy/ with `components: [webhook]`, as its kustomization.yaml says to enable it.
+    deploy = os.path.relpath(REPO / "deploy", tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": [deploy], "components": [f"{deploy}/webhook"]})
+    )
+    built = list(yaml.safe_load_all(kube.kubectl("kustomize", str(tmp_path)).stdout))
+    cert_manager = sorted(d["kind"] for d in built if d["apiVersion"].startswith("cert-manager.io/"))
+    assert cert_manager == ["Certificate", "Issuer"], "cert-manager's CRDs are not on the bed; nothing else is left out"
+    rest = [d for d in built if not d["apiVersion"].startswith("cert-manager.io/")]
+    kube.kubectl("create", "namespace", "flinkop-system", check=False)
+    result = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(rest))
+    assert "validatingwebhookconfiguration.admissionregistration.k8s.io/flinkop" in result.stdout, result.stdout
+    assert "service/flinkop-webhook" in result.stdout, result.stdout
+    webhook = next(d for d in rest if d["kind"] == "ValidatingWebhookConfiguration")["webhooks"][0]
+    assert webhook["clientConfig"]["service"] == {
+        "name": "flinkop-webhook",
+        "namespace": "flinkop-system",
+        "path": "/validate-flinkjob",
+        "port": 443,
+    }
+    args = next(d for d in rest if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--webhook-listen=0.0.0.0:9443" in args and "--peering" in args, args
 
 
 def test_operator_with_only_the_deploy_rbac_upgrades_a_job_and_is_refused_anything_else(
@@ -55,11 +98,16 @@ def test_operator_with_only_the_deploy_rbac_upgrades_a_job_and_is_refused_anythi
     bed_dir: Path,
     operator_user_bound_to_deploy_rbac: str,
 ) -> None:
-    # Cluster-wide, as deploy/operator.yaml runs it (the session operator leaves own-* alone, and no
-    # other FlinkJob exists while this test runs).
+    # Cluster-wide and with peering, as deploy/operator.yaml runs it (the session operator leaves own-*
+    # alone, and no other FlinkJob exists while this test runs).
+    install_peering_crds(kube)
     workdir = bed_dir / f"{own_namespace}-rbac"
-    operator = start_operator(workdir, kube.operator_kubeconfig)
+    args = operator_args_as_deployed()
+    peering = args[args.index("--peering") + 1]
+    operator = start_operator(workdir, kube.operator_kubeconfig, args=args)
     try:
+        peers = wait_for_peers(kube, peering, operator)
+        assert len(peers) == 1, f"the operator keeps itself alive in ClusterKopfPeering {peering}: {peers}"
         jobs = FlinkJobs(kube.api_client(), own_namespace)
         spec = {
             "flinkRestUrl": flink.rest_url,
@@ -83,8 +131,38 @@ def test_operator_with_only_the_deploy_rbac_upgrades_a_job_and_is_refused_anythi
     finally:
         operator.stop()
         flink_rest.cancel_running_jobs()
+        kube.kubectl("delete", "clusterkopfpeering", peering, check=False)
+    # Secrets: a FlinkJob's Secret can be read by name, but none can be listed or watched.
+    can_get = kube.kubectl(
+        "auth", "can-i", "get", "secrets/flink-auth", "-n", own_namespace, kubeconfig=kube.operator_kubeconfig
+    )
+    assert can_get.stdout.strip() == "yes", "deploy/rbac.yaml grants get on secrets (restAuthSecretRef)"
     refused = kube.kubectl("get", "secrets", "-n", "default", kubeconfig=kube.operator_kubeconfig, check=False)
     assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
-    for verb, resource in (("delete", "flinkjobs"), ("create", "pods"), ("list", "configmaps")):
+    out_of_scope = (
+        ("list", "secrets"),
+        ("watch", "secrets"),
+        ("delete", "flinkjobs"),
+        ("create", "pods"),
+        ("list", "configmaps"),
+        ("create", "validatingwebhookconfigurations"),
+        ("patch", "clusterkopfpeerings/another-operator"),
+        ("create", "kopfpeerings"),
+    )
+    for verb, resource in out_of_scope:
         can = kube.kubectl("auth", "can-i", verb, resource, "-A", kubeconfig=kube.operator_kubeconfig, check=False)
         assert can.stdout.strip() == "no", f"{verb} {resource}: {can.stdout}"
+
+
+def wait_for_peers(kube: Any, peering: str, operator: Any, timeout: float = 60.0) -> dict[str, Any]:
+    """The live peers in ClusterKopfPeering `peering`, once the operator has created it and joined."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = kube.kubectl("get", "clusterkopfpeering", peering, "-o", "json", check=False)
+        if got.returncode == 0:
+            peers = {k: v for k, v in (json.loads(got.stdout).get("status") or {}).items() if v}
+            if peers:
+                return peers
+        assert operator.alive(), operator.tail(40)
+        time.sleep(0.2)
+    raise AssertionError(f"no peer in ClusterKopfPeering {peering} within {timeout:g} s\n{operator.tail(40)}")

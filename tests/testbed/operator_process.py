@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from testbed import procs
 
@@ -44,3 +46,22 @@ def start_operator(
     )
     workdir.mkdir(parents=True, exist_ok=True)
     return proc.start()
+
+
+PEERING_CRDS = REPO / "deploy" / "peering-crds.yaml"
+
+
+def install_peering_crds(kube: Any) -> None:
+    """Applies kopf's peering CRDs from deploy/ (what `--peering` needs) and waits until they serve."""
+    kube.kubectl("apply", "-f", str(PEERING_CRDS))
+    for crd in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
+        kube.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+
+
+def peer_priorities(kube: Any, peering: str, namespace: str) -> dict[str, int]:
+    """The live peers kopf recorded in KopfPeering `peering`: identity (POD_ID) -> priority."""
+    got = kube.kubectl("get", "kopfpeerings.kopf.dev", peering, "-n", namespace, "-o", "json", check=False)
+    if got.returncode != 0:
+        return {}
+    status = json.loads(got.stdout).get("status") or {}
+    return {identity: int(peer["priority"]) for identity, peer in status.items() if peer}

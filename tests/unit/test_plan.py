@@ -13,6 +13,7 @@ from flinkop import status as st
 from flinkop.actions import CancelJob, DeleteJar, SubmitJob, TriggerSavepoint, UploadJar
 from flinkop.flink_client import LatestSavepoint
 from flinkop.observation import JobView, Observation, after_action
+from flinkop.observe import at_rest
 from flinkop.plan import BACKOFF_MAX, POLL_SAVEPOINT, backoff_seconds, record_action_failure
 from flinkop.spec import SpecError
 from flinkop.status import Failure, Savepoint, Status
@@ -1043,3 +1044,21 @@ def test_completed_savepoint_waits_for_the_old_job_to_end_before_submitting() ->
     d = run(V2, upgrade_started(V1, V2), obs, now=at(10), fresh_id=NEW_JOB)
     assert d.action is None
     assert d.status.upgrade is not None and d.status.upgrade.step == st.SUBMITTING
+
+
+def test_deleting_a_never_started_flinkjob_with_an_invalid_spec_is_released_at_once() -> None:
+    d = run(SpecError("spec.parallelism 0 must be an integer >= 1"), Status(), deleting=True)
+    assert d.done_deleting
+    assert d.action is None
+
+
+def test_only_a_job_the_status_says_runs_is_looked_up_in_the_shared_overview() -> None:
+    # A job just suspended is listed RUNNING in an overview read shortly before: it must be read live,
+    # or the next pass would suspend it a second time.
+    suspended_spec = make_spec(state="suspended")
+    assert at_rest(V1, steady(V1), deleting=False)
+    assert not at_rest(suspended_spec, steady(suspended_spec, phase="Suspended", job_state="FINISHED"), deleting=False)
+    assert not at_rest(suspended_spec, steady(suspended_spec), deleting=False), "a suspension about to start"
+    assert not at_rest(V2, steady(V1), deleting=False), "a spec change"
+    assert not at_rest(V1, steady(V1), deleting=True)
+    assert not at_rest(V2, upgrade_started(V1, V2), deleting=False)

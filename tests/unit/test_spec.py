@@ -122,6 +122,7 @@ def test_drain_is_accepted_with_stop_mode() -> None:
         pytest.param({"allowNonRestoredState": "Sometimes"}, "spec.allowNonRestoredState", id="allow-non-restored"),
         pytest.param({"restoreFailurePolicy": "Ignore"}, "spec.restoreFailurePolicy", id="restore-failure-policy"),
         pytest.param({"savepointDirectory": "/data/savepoints"}, "spec.savepointDirectory", id="sp-dir-no-scheme"),
+        pytest.param({"initialSavepointPath": "/data/sp/s-1"}, "spec.initialSavepointPath", id="initial-sp-no-scheme"),
         pytest.param({"savepointTimeoutSeconds": 0}, "spec.savepointTimeoutSeconds", id="timeout-zero"),
         pytest.param({"savepointTimeoutSeconds": "600"}, "spec.savepointTimeoutSeconds", id="timeout-string"),
     ],
