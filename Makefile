@@ -42,9 +42,10 @@ integration: bed-binaries
 test: bed-binaries lint
 	$(VENV)/bin/pytest tests -v --durations=15
 
-# Benchmarks (not part of `make test`): results and method in bench/RESULTS.md. Only B1 exists so far.
+# Benchmarks (not part of `make test`): results and method in bench/RESULTS.md.
 bench: bed-binaries
 	$(PY) bench/b1_upgrade_overhead.py --pairs 5 --out bench/results/b1.json
+	$(PY) bench/b2_rescale_downtime.py --pairs 5 --out bench/results/b2.json
 
 # A kind cluster, the operator image, deploy/ and deploy/flink-session/, one savepoint upgrade (needs
 # docker with a running engine, kind and kubectl; not run by `make test`: see tests/e2e/kind.sh).

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,7 +157,13 @@ class FlinkCluster:
 
 
 def _config_yaml(
-    workdir: Path, ports: dict[str, int], *, adaptive: bool, savepoints_dir: Path | None, slots: int
+    workdir: Path,
+    ports: dict[str, int],
+    *,
+    adaptive: bool,
+    savepoints_dir: Path | None,
+    slots: int,
+    extra_config: Mapping[str, str] | None = None,
 ) -> str:
     conf: dict[str, str | int] = {
         "jobmanager.rpc.address": "127.0.0.1",
@@ -200,6 +207,7 @@ def _config_yaml(
             "jobmanager.adaptive-scheduler.executing.cooldown-after-rescaling": "1s",
             "jobmanager.adaptive-scheduler.executing.resource-stabilization-timeout": "1s",
         }
+    conf |= dict(extra_config or {})  # last: a caller's setting wins over the bed's
     lines = ["# Written by the flinkop test bed (tests/testbed/flink.py)."]
     lines += [f"{key}: {_yaml_scalar(value)}" for key, value in conf.items()]
     return "\n".join(lines) + "\n"
@@ -245,8 +253,12 @@ def start_flink(
     slots: int = 8,
     detach: bool = False,
     timeout: float = 120.0,
+    extra_config: Mapping[str, str] | None = None,
 ) -> FlinkCluster:
-    """Starts a JobManager and a TaskManager on 127.0.0.1 and waits until the TaskManager's slots show."""
+    """Starts a JobManager and a TaskManager on 127.0.0.1 and waits until the TaskManager's slots show.
+
+    `extra_config` entries are written into Flink's config.yaml after (and over) the bed's own.
+    """
     started = time.monotonic()
     dist = ensure_flink_dist()
     workdir = workdir.resolve()
@@ -263,7 +275,11 @@ def start_flink(
     while len(set(ports.values())) < len(names):
         ports = {name: free_port() for name in names}
     config_path = conf_dir / "config.yaml"
-    config_path.write_text(_config_yaml(workdir, ports, adaptive=adaptive, savepoints_dir=savepoint_dir, slots=slots))
+    config_path.write_text(
+        _config_yaml(
+            workdir, ports, adaptive=adaptive, savepoints_dir=savepoint_dir, slots=slots, extra_config=extra_config
+        )
+    )
     (conf_dir / "log4j.properties").write_text(_LOG4J)
     log4j = conf_dir / "log4j.properties"
 
