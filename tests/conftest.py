@@ -85,6 +85,18 @@ def operator(kube: Any, crd: Path, flink: Any, bed_dir: Path) -> Iterator[procs.
         proc.stop()
 
 
+@pytest.fixture
+def proxy(flink: Any) -> Iterator[Any]:
+    """A fault-injecting proxy (testbed.flink_proxy.FlinkProxy) in front of the bed's Flink."""
+    from testbed.flink_proxy import FlinkProxy
+
+    p = FlinkProxy(flink.rest_url)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
 @pytest.fixture(scope="session")
 def flink_rest(flink: Any) -> Any:
     from testbed.flink_rest import FlinkRest

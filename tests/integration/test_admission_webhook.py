@@ -96,15 +96,6 @@ def webhook(kube: Any, crd: Path, own_namespace: str, bed_dir: Path) -> Iterator
         operator.stop()
 
 
-@pytest.fixture
-def proxy(flink: Any) -> Iterator[FlinkProxy]:
-    p = FlinkProxy(flink.rest_url)
-    try:
-        yield p
-    finally:
-        p.close()
-
-
 def flinkjob(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "flinkop.io/v1alpha1",

@@ -7,27 +7,18 @@ of the real Flink REST API, which holds a request while the operator is killed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from testbed.flink_proxy import FlinkProxy
-from testbed.flinkjobs import FlinkJobs, is_ready_at_current_generation
+from testbed.flinkjobs import FlinkJobs, check_one_upgrade_finished, is_ready_at_current_generation
 from testbed.operator_process import start_operator
 
 pytestmark = pytest.mark.integration
 
 RATE_ARGS = ["--rate", "200", "--keys", "4", "--checkpoint-interval-ms", "1000"]
-
-
-@pytest.fixture
-def proxy(flink: Any) -> Iterator[FlinkProxy]:
-    p = FlinkProxy(flink.rest_url)
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -102,20 +93,10 @@ def test_operator_killed_mid_upgrade_finishes_it_after_restart_with_one_job_and_
         operator = start_operator(workdir, kube.admin_kubeconfig, args=("--namespace", own_namespace))
         done = jobs.wait("crash", is_ready_at_current_generation, "Ready after the restart", timeout=180)
         status = done["status"]
-        new_job = status["jobId"]
-        assert new_job != old_job
-        if recorded.get("newJobId"):
-            assert new_job == recorded["newJobId"], "the restarted operator must use the recorded job id"
-        assert flink_rest.running_jobs() == [new_job], "exactly one job runs"
+        new_job = check_one_upgrade_finished(
+            flink_rest, status, old_job=old_job, recorded=recorded, counter_before=before
+        )
         assert flink_rest.job_parallelism(new_job) == 3
-        savepoint = status["lastSavepoint"]["path"]
-        assert flink_rest.restored_from(new_job) == savepoint
-        if recorded.get("savepointPath"):
-            assert savepoint == recorded["savepointPath"]
-        upgrade_savepoints = [s for s in status["savepointHistory"] if s["reason"] == "upgrade"]
-        assert len(upgrade_savepoints) == 1, status["savepointHistory"]
-        assert flink_rest.wait_state_counter_at_least(new_job, before + 1) > before
-        assert flink_rest.restored_keys(new_job) > 0
     finally:
         operator.stop()
         slow.unlink(missing_ok=True)

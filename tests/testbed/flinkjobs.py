@@ -119,3 +119,25 @@ def is_ready_at_current_generation(resource: Mapping[str, Any]) -> bool:
 def is_stalled(resource: Mapping[str, Any], reason: str | None = None) -> bool:
     stalled = condition(resource, "Stalled")
     return stalled.get("status") == "True" and (reason is None or stalled.get("reason") == reason)
+
+
+def check_one_upgrade_finished(
+    flink_rest: Any, status: Mapping[str, Any], *, old_job: str, recorded: Mapping[str, Any], counter_before: int
+) -> str:
+    """After an operator died in the middle of an upgrade and another pass finished it: exactly one job
+    runs, the one the dead operator recorded if it got that far, restored from the recorded savepoint,
+    with one upgrade savepoint in the history and the counts continued. Returns the new job's id."""
+    new_job = str(status["jobId"])
+    assert new_job != old_job
+    if recorded.get("newJobId"):
+        assert new_job == recorded["newJobId"], "the job id recorded before the submission must be used"
+    assert flink_rest.running_jobs() == [new_job], "exactly one job runs"
+    savepoint = status["lastSavepoint"]["path"]
+    assert flink_rest.restored_from(new_job) == savepoint
+    if recorded.get("savepointPath"):
+        assert savepoint == recorded["savepointPath"]
+    upgrade_savepoints = [s for s in status["savepointHistory"] if s["reason"] == "upgrade"]
+    assert len(upgrade_savepoints) == 1, status["savepointHistory"]
+    assert flink_rest.wait_state_counter_at_least(new_job, counter_before + 1) > counter_before
+    assert flink_rest.restored_keys(new_job) > 0
+    return new_job
