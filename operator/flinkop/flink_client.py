@@ -6,7 +6,6 @@ connection errors and 502/503/504; errors say which call on which cluster failed
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,8 +235,15 @@ class FlinkClient:
         return filename.rsplit("/", 1)[-1]
 
     def delete_jar(self, jar_id: str) -> None:
-        with contextlib.suppress(FlinkNotFound):
+        """Deletes an uploaded jar; one that is already gone is fine (Flink answers that with HTTP 400
+        "File ... does not exist", e.g. when another FlinkJob using the same jar deleted it first)."""
+        try:
             self._request(f"delete jar {jar_id}", "DELETE", f"/jars/{jar_id}")
+        except FlinkNotFound:
+            pass
+        except FlinkError as exc:
+            if not (exc.status == 400 and "does not exist" in exc.detail):
+                raise
 
     def run_jar(
         self,

@@ -75,6 +75,25 @@ def resource_lock(uid: str) -> threading.Lock:
 def forget_resource(uid: str) -> None:
     with _locks_guard:
         _locks.pop(uid, None)
+        _written.pop(uid, None)
+
+
+_written: dict[str, int] = {}  # uid -> resourceVersion of this operator's last status write
+
+
+def remember_write(uid: str, resource_version: str) -> None:
+    if resource_version.isdigit():
+        with _locks_guard:
+            _written[uid] = max(_written.get(uid, 0), int(resource_version))
+
+
+def predates_last_write(uid: str, resource_version: str) -> bool:
+    """Whether a body was read before this operator's own last status write to the resource: a pass
+    that waited for another one's lock holds such a body, and must not plan from it. (kube-apiserver's
+    resourceVersions are etcd revisions, which only grow; anything else is never called stale.)"""
+    with _locks_guard:
+        last = _written.get(uid)
+    return last is not None and resource_version.isdigit() and int(resource_version) < last
 
 
 def run_pass(

@@ -21,3 +21,18 @@ def test_a_real_handler_failure_stays_an_error() -> None:
     r = record(logging.ERROR, "Handler 'on_change' failed with an exception. Will retry.")
     assert _WaitsAreNotErrors().filter(r)
     assert r.levelno == logging.ERROR
+
+
+def test_a_timers_routine_success_is_debug_and_dropped_unless_debug_is_on() -> None:
+    root = logging.getLogger()
+    level = root.level
+    try:
+        root.setLevel(logging.INFO)
+        r = record(logging.INFO, "Timer 'on_timer' succeeded.")
+        assert not _WaitsAreNotErrors().filter(r)
+        assert r.levelno == logging.DEBUG
+        root.setLevel(logging.DEBUG)
+        assert _WaitsAreNotErrors().filter(record(logging.INFO, "Timer 'on_timer' succeeded."))
+        assert _WaitsAreNotErrors().filter(record(logging.INFO, "Handler 'on_change' succeeded."))
+    finally:
+        root.setLevel(level)

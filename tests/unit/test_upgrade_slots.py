@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from flinkop.actions import TriggerSavepoint
 from flinkop.observation import Observation
+from flinkop.reconcile import forget_resource, predates_last_write, remember_write
 from flinkop.slots import UpgradeSlots
 from flinkop.status import Status
 from planner_kit import (
@@ -74,3 +75,16 @@ def test_slots_are_bounded_and_kept_by_resources_with_an_upgrade_in_flight() -> 
 def test_no_limit_when_the_setting_is_zero() -> None:
     slots = UpgradeSlots(limit=0)
     assert all(slots.reserve(str(i)) for i in range(100))
+
+
+def test_a_body_read_before_the_operators_own_last_write_is_stale() -> None:
+    # A timer pass that waited for the resource's lock holds a body from before the change handler's
+    # write: planning from it (and releasing the upgrade slot on its stale status) would be wrong.
+    uid = "uid-stale-test"
+    assert not predates_last_write(uid, "100"), "nothing written yet"
+    remember_write(uid, "120")
+    assert predates_last_write(uid, "119")
+    assert not predates_last_write(uid, "120")
+    assert not predates_last_write(uid, "121"), "a newer version (a spec change) is not stale"
+    forget_resource(uid)
+    assert not predates_last_write(uid, "119")
