@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BED_DIR := $(CURDIR)/.bed
 export PYTHONPATH := $(CURDIR)/tests:$(CURDIR)/operator
 
-.PHONY: test unit integration lint demo demo-down clean distclean system-deps venv bed-binaries bench help
+.PHONY: test unit integration lint demo demo-down clean distclean system-deps venv bed-binaries bench bench-10k help
 
 help:
 	@echo "make test    - install what is missing, lint, run unit and integration tests on the real bed"
@@ -46,6 +46,14 @@ test: bed-binaries lint
 bench: bed-binaries
 	$(PY) bench/b1_upgrade_overhead.py --pairs 5 --out bench/results/b1.json
 	$(PY) bench/b2_rescale_downtime.py --pairs 5 --out bench/results/b2.json
+	$(PY) bench/b3_scale.py --jobs 1000 --clusters 10 --out bench/results/b3.json
+	$(PY) bench/report.py
+
+# B3 pushed to 10,000 FlinkJobs over 100 simulated clusters, to see where one operator breaks first
+# (up to an hour; its results go into bench/RESULTS.md too).
+bench-10k: bed-binaries
+	$(PY) bench/b3_scale.py --jobs 10000 --clusters 100 --budget 3000 --out bench/results/b3-10k.json
+	$(PY) bench/report.py
 
 # A kind cluster, the operator image, deploy/ and deploy/flink-session/, one savepoint upgrade (needs
 # docker with a running engine, kind and kubectl; not run by `make test`: see tests/e2e/kind.sh).

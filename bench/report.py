@@ -182,7 +182,82 @@ def b2() -> list[str]:
     return out
 
 
-SECTIONS: list[Callable[[], list[str]]] = [b1, b2]
+def b3_table(data: dict[str, Any]) -> list[str]:
+    st = data.get("settings", {})
+    idle = data.get("idle", {})
+    reaction = data.get("reaction", {})
+    burst = data.get("burst", {})
+    deploy = data.get("deploy", {})
+    targets = data.get("targets", {})
+    lat = reaction.get("latency_s", {})
+
+    def met(key: str) -> str:
+        t = targets.get(key)
+        if not isinstance(t, dict):
+            return ""
+        return ("met" if t.get("met") else "**not met**") + (f" (limit {t['limit']})" if "limit" in t else "")
+
+    rows = [
+        ("FlinkJobs / simulated clusters", f"{st.get('jobs')} / {st.get('clusters')}", ""),
+        ("deploy: create all, until all Ready", f"{f(deploy.get('seconds_to_all_ready'), 1)} s", ""),
+        ("peak RSS of the operator", f"{f(data.get('operator_peak_rss_mb'), 1)} MB", met("rss_mb")),
+        ("idle CPU of the operator (share of one core)", f(idle.get("operator_cpu_share"), 3), met("idle_cpu_share")),
+        ("idle requests to Flink", f"{f(idle.get('flink_requests_per_second'))}/s", ""),
+        (
+            "idle Flink polls per job per 5 s",
+            f(idle.get("flink_polls_per_job_per_5s"), 4),
+            met("idle_flink_polls_per_job_per_5s"),
+        ),
+        ("idle requests to the apiserver", f"{f((idle.get('apiserver') or {}).get('per_second'))}/s", ""),
+        (
+            "reaction, spec change to stop call: p50 / p99 / max",
+            f"{f(lat.get('p50'), 3)} / {f(lat.get('p99'), 3)} / {f(lat.get('max'), 3)} s",
+            met("reaction_p99_s"),
+        ),
+        (
+            f"{burst.get('upgrades', '?')} simultaneous upgrades, first patch to last Ready",
+            f"{f(burst.get('seconds_first_patch_to_last_ready'), 1)} s",
+            "",
+        ),
+        (
+            "upgrades in flight at once, as Flink saw them (setting)",
+            f"{burst.get('max_concurrent_upgrades_seen_at_flink')} ({burst.get('max_concurrent_upgrades_setting')})",
+            met("upgrades_bounded_by_setting"),
+        ),
+        ("errors", json.dumps((data.get("errors") or {}).get("warning_events_by_reason") or {}), met("no_error")),
+    ]
+    out = ["| what | figure | target |", "|---|---|---|"]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    first = data.get("first_break")
+    out += ["", f"First limit reached: {first['what']}: {first['detail']}." if first else "No limit was reached.", ""]
+    return out
+
+
+def b3() -> list[str]:
+    out = ["## B3: one operator, many FlinkJobs", ""]
+    out += [
+        "Method (`bench/b3_scale.py`): the real kube-apiserver and etcd of the test bed and one operator process",
+        "(`python -m flinkop`, default settings: look at a job at rest every 15 s, overviews shared for 5 s,",
+        "at most 10 upgrades at once); Flink is simulated by `bench/flink_sim.py` (one process, a path prefix",
+        "per session cluster, the REST shapes of Flink 2.3, savepoints complete after 0.3 s, jobs run 0.5 s",
+        "after submission), the one place a simulation is right. Phases: create N FlinkJobs and wait until all",
+        "are Ready; settle, then 60 s at rest (operator CPU from `/proc/<pid>/stat`, peak RSS from `VmHWM`,",
+        "requests to Flink from the simulator's counters, to the apiserver from its `apiserver_request_total`);",
+        "100 spec changes 0.6 s apart (latency from the patch's answer to the stop call at the simulator); 100",
+        "FlinkJobs given a new jar at once (time to all Ready, upgrades in flight as Flink saw them).",
+        "",
+    ]
+    for name, title in (("b3.json", "1,000 FlinkJobs"), ("b3-10k.json", "10,000 FlinkJobs over 100 clusters")):
+        data = load(name)
+        if data is None:
+            out += [f"{title}: no results in `bench/results/{name}`.", ""]
+            continue
+        out += [f"### {title}", "", f"Run of {when(name)} (raw figures in `bench/results/{name}`):", ""]
+        out += b3_table(data)
+    return out
+
+
+SECTIONS: list[Callable[[], list[str]]] = [b1, b2, b3]
 
 
 def main() -> int:
