@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 
 from flinkop import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION, credentials, logs
+from flinkop.jar_users import JarUsers
 from flinkop.jars import JarFetcher
 from flinkop.kube import Conflict, SecretReader, StatusStore
 from flinkop.metrics import METRICS
@@ -34,6 +35,7 @@ SETTINGS = OperatorSettings.from_env()
 _clients = Clients(timeout=SETTINGS.flink_timeout, overview_max_age=SETTINGS.overview_max_age)
 _fetcher = JarFetcher(SETTINGS.jar_cache_dir, SETTINGS.max_jar_bytes, SETTINGS.jar_allowed_hosts)
 _slots = UpgradeSlots(SETTINGS.max_concurrent_upgrades)
+_jar_users = JarUsers()
 METRICS.in_flight = lambda: _slots.in_flight
 _store: StatusStore | None = None
 _secrets: SecretReader | None = None
@@ -123,6 +125,7 @@ def _one_pass(
                 observation=observation,
                 uid=meta["uid"],
                 slots=_slots,
+                jar_users=_jar_users,
                 credentials_for=lambda spec: credentials.resolve(spec, meta["namespace"], read_secret),
             )
         except Conflict as exc:
@@ -167,4 +170,5 @@ def on_delete(body: kopf.Body, **_: Any) -> None:
         raise kopf.TemporaryError(result.decision.status.message or "deleting", delay=result.requeue_after or 1.0)
     forget_resource(body["metadata"]["uid"])
     _slots.release(body["metadata"]["uid"])
+    _jar_users.forget(body["metadata"]["uid"])
     METRICS.forget(body["metadata"]["uid"])

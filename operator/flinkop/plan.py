@@ -58,6 +58,8 @@ class PlanInput:
     # False when the operator already runs its maximum of upgrades at once (FLINKOP_MAX_CONCURRENT_UPGRADES):
     # a new upgrade or rescale then waits; one in flight always goes on.
     upgrade_slot_free: bool = True
+    # Cluster jar ids other FlinkJobs on this cluster run from: an old jar among them is not deleted.
+    jars_used_elsewhere: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -847,7 +849,8 @@ def _upgrade_done(d: _Draft, up: Upgrade, parallelism: int, jar: JarCheck | None
         jar_id=new_jar,
         message=message,
     )
-    action = DeleteJar(old_jar) if old_jar and new_jar and old_jar != new_jar else None
+    unused = old_jar and new_jar and old_jar != new_jar and old_jar not in d.inp.jars_used_elsewhere
+    action = DeleteJar(old_jar) if unused and old_jar else None
     return d.finish(action=action)
 
 

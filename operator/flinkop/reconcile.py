@@ -18,6 +18,7 @@ from flinkop.act import perform
 from flinkop.actions import Action
 from flinkop.credentials import CredentialsError, RestCredentials
 from flinkop.flink_client import FlinkClient, FlinkError, FlinkUnreachable
+from flinkop.jar_users import JarUsers
 from flinkop.jars import JarFetcher
 from flinkop.observation import Observation, after_action
 from flinkop.observe import JobsOverviews, observe
@@ -112,6 +113,7 @@ def run_pass(
     observation: Observation | None = None,
     uid: str = "",
     slots: UpgradeSlots | None = None,
+    jar_users: JarUsers | None = None,
     credentials_for: Callable[[FlinkJobSpec], RestCredentials] | None = None,
 ) -> PassResult:
     now = now or datetime.now(UTC).replace(tzinfo=None)
@@ -147,8 +149,11 @@ def run_pass(
             delete_deadline=delete_deadline,
             name=name,
             upgrade_slot_free=slots.reserve(uid) if slots is not None else True,
+            jars_used_elsewhere=jar_users.used_elsewhere(uid, client.identity) if jar_users and client else frozenset(),
         )
     )
+    if jar_users is not None and client is not None:
+        jar_users.record(uid, client.identity, decision.status.jar_id)
     if slots is not None:
         slots.settle(uid, decision.status)
     patch = decision.status.to_patch()

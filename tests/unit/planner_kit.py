@@ -136,6 +136,7 @@ def run(
     deleting: bool = False,
     deadline: datetime | None = None,
     slot_free: bool = True,
+    jars_used_elsewhere: frozenset[str] = frozenset(),
 ) -> Decision:
     return plan(
         PlanInput(
@@ -148,6 +149,7 @@ def run(
             deleting=deleting,
             delete_deadline=deadline,
             upgrade_slot_free=slot_free,
+            jars_used_elsewhere=jars_used_elsewhere,
         )
     )
 

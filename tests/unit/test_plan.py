@@ -12,6 +12,7 @@ import pytest
 from flinkop import status as st
 from flinkop.actions import CancelJob, DeleteJar, SubmitJob, TriggerSavepoint, UploadJar
 from flinkop.flink_client import LatestSavepoint
+from flinkop.jar_users import JarUsers
 from flinkop.observation import JobView, Observation, after_action
 from flinkop.observe import at_rest
 from flinkop.plan import BACKOFF_MAX, POLL_SAVEPOINT, backoff_seconds, record_action_failure
@@ -559,6 +560,25 @@ def test_upgrade_is_done_when_every_vertex_of_the_new_job_runs_and_the_old_jar_i
     assert d.action == DeleteJar(JAR_IDS[JAR_V1])
     assert cond_status(d) == READY_RUNNING
     assert SP_PATH in s.message
+
+
+def test_an_old_jar_another_flinkjob_on_the_cluster_runs_from_is_not_deleted() -> None:
+    taken = savepoint_taken(V1, V2)
+    obs = Observation(job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB), jar=jar_uploaded(JAR_V2))
+    d = run(V2, taken, obs, now=at(20), jars_used_elsewhere=frozenset({JAR_IDS[JAR_V1]}))
+    assert d.status.upgrade is None and d.status.jar_id == JAR_IDS[JAR_V2]
+    assert d.action is None
+
+
+def test_jar_users_are_counted_per_cluster_and_forgotten_with_their_flinkjob() -> None:
+    users = JarUsers()
+    users.record("a", "http://flink-1:8081", "shared.jar")
+    users.record("b", "http://flink-1:8081", "shared.jar")
+    users.record("c", "http://flink-2:8081", "other.jar")
+    assert users.used_elsewhere("a", "http://flink-1:8081") == {"shared.jar"}
+    assert users.used_elsewhere("c", "http://flink-2:8081") == frozenset()
+    users.forget("b")
+    assert users.used_elsewhere("a", "http://flink-1:8081") == frozenset()
 
 
 def test_parallelism_only_upgrade_keeps_the_jar() -> None:
