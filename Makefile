@@ -30,7 +30,7 @@ bed-binaries: system-deps venv
 	$(PY) -c "from testbed.flink import ensure_flink_dist; ensure_flink_dist()"
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests deploy
+	$(VENV)/bin/ruff check operator tests deploy bench
 	$(VENV)/bin/mypy
 
 unit: venv
