@@ -77,11 +77,18 @@ _MAX_PASSES_PER_CALL = 3
 
 def _pass(body: kopf.Body, deleting: bool = False) -> PassResult:
     """Runs a pass, and the next one at once when an action's outcome is known in full (an upload):
-    that pass starts from the resource as the last write left it and from the known observation."""
+    that pass starts from the status the last pass decided and from the known observation."""
     current: Mapping[str, Any] = body
+    recorded: Mapping[str, Any] | None = None  # the status as written, when `current`'s is not yet
     observation = None
-    for _ in range(_MAX_PASSES_PER_CALL):
-        result, current = _one_pass(body, current, deleting, observation)
+    for n in range(_MAX_PASSES_PER_CALL):
+        last = n == _MAX_PASSES_PER_CALL - 1
+        result, current = _one_pass(body, current, deleting, observation, recorded, may_leave_unwritten=not last)
+        if result.unwritten_status is not None:
+            recorded = recorded if recorded is not None else current.get("status") or {}
+            current = {**current, "status": result.unwritten_status}
+        else:
+            recorded = None
         observation = result.observation_after
         if observation is None or result.requeue_after is None:
             break
@@ -89,9 +96,15 @@ def _pass(body: kopf.Body, deleting: bool = False) -> PassResult:
 
 
 def _one_pass(
-    origin: kopf.Body, body: Mapping[str, Any], deleting: bool, observation: Observation | None
+    origin: kopf.Body,
+    body: Mapping[str, Any],
+    deleting: bool,
+    observation: Observation | None,
+    recorded: Mapping[str, Any] | None = None,
+    may_leave_unwritten: bool = False,
 ) -> tuple[PassResult, Mapping[str, Any]]:
-    """One pass on `body` (the resource as kopf delivered it, `origin`, or as our last write left it)."""
+    """One pass on `body` (the resource as kopf delivered it, `origin`, or as our last write left it;
+    its status may be one a chained pass decided, with `recorded` the status as written)."""
     assert _store is not None and _secrets is not None, "the operator was not started through its startup handler"
     meta = body["metadata"]
     read_secret = _secrets
@@ -127,6 +140,8 @@ def _one_pass(
                 slots=_slots,
                 jar_users=_jar_users,
                 credentials_for=lambda spec: credentials.resolve(spec, meta["namespace"], read_secret),
+                recorded_status=recorded,
+                may_leave_unwritten=may_leave_unwritten,
             )
         except Conflict as exc:
             METRICS.record_error("conflict")

@@ -7,9 +7,13 @@ FlinkJob on that cluster, so an idle operator costs Flink next to nothing per jo
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
+from typing import Any, TypeVar
 
 from flinkop import status as st
 from flinkop.flink_client import FlinkClient, FlinkError, FlinkNotFound, JobInfo
@@ -103,40 +107,44 @@ def _observe(
     if up is not None and up.step == st.SAVEPOINTING and up.from_job_id and up.trigger_id:
         # Read before the job: a completed stop-with-savepoint is then seen with its job ended.
         savepoint = client.savepoint_status(up.from_job_id, up.trigger_id)
-    job = None
-    if job_id and overviews is not None and at_rest(spec, status, deleting):
-        listed = overviews.get(client).get(job_id)
-        if listed is not None and listed.all_vertices_running:
-            job = JobView(job_id, listed)  # anything else is read in full below
-    if job is None and job_id:
-        job = _job_view(client, job_id)
-    if up is not None and job is not None and job.info is not None and job.active:
-        # An upgrade waits for this job to end: ask for its state now, not the cached details.
-        live = client.job_state(job.job_id)
-        if live != job.info.state:
-            job = JobView(job.job_id, replace(job.info, state=live), job.failure)
-    new_job = _job_view(client, up.new_job_id) if up is not None and up.new_job_id else None
+    # The other reads do not depend on each other: they run at once (an upgrade's pass then costs
+    # Flink's slowest answer, not the sum of them).
+    with _Reads() as reads:
+        job = None
+        if job_id and overviews is not None and at_rest(spec, status, deleting):
+            listed = overviews.get(client).get(job_id)
+            if listed is not None and listed.all_vertices_running:
+                job = JobView(job_id, listed)  # anything else is read in full below
+        job_read = reads.start(_job_view, client, job_id) if job is None and job_id else None
+        # An upgrade waits for this job to end: its state is asked for now, not from the cached details.
+        live_read = reads.start(_live_state, client, job_id) if job is None and job_id and up is not None else None
+        new_job_read = reads.start(_job_view, client, up.new_job_id) if up is not None and up.new_job_id else None
+        disposal_read = None
+        if status.disposal is not None and status.disposal.trigger_id:
+            disposal_read = reads.start(client.disposal_status, status.disposal.trigger_id)
+        config_read = reads.start(_cluster_config, client) if job_id or deleting else None
+        target = jar_to_check(spec, status, deleting)
+        jar_read = reads.start(_check_jar, client, fetcher, target) if target is not None else None
+        if target is None and job_id is None:
+            client.overview()  # nothing else was read: make sure Flink answers at all
+
+        if job_read is not None:
+            job = job_read.result()
+            live = live_read.result() if live_read is not None else None
+            if live and job.info is not None and job.active and live != job.info.state:
+                job = JobView(job.job_id, replace(job.info, state=live), job.failure)
+        new_job = new_job_read.result() if new_job_read is not None else None
+        disposal = disposal_read.result() if disposal_read is not None else None
+        config = config_read.result() if config_read is not None else {}
+        jar = jar_read.result() if jar_read is not None else None
 
     if up is not None and up.step == st.SAVEPOINTING and up.from_job_id:
         forgotten = savepoint is None or savepoint.status == "UNKNOWN"
         if forgotten and job is not None and not job.active and not job.missing:
             latest = client.latest_savepoint(up.from_job_id)
-
-    disposal = None
-    if status.disposal is not None and status.disposal.trigger_id:
-        disposal = client.disposal_status(status.disposal.trigger_id)
-
-    config = _cluster_config(client) if job_id or deleting else {}
     requirements = None
     if up is not None and up.kind == st.RESCALE and job is not None and job.active:
         requirements = client.resource_requirements(job.job_id)
-
-    jar = None
-    target = jar_to_check(spec, status, deleting)
-    if target is not None:
-        jar = _check_jar(client, fetcher, target)
-    elif job_id is None:
-        client.overview()  # nothing else was read: make sure Flink answers at all
     return Observation(
         cluster_savepoint_dir=savepoint_dir_of(config),
         cluster_scheduler=config.get("jobmanager.scheduler"),
@@ -148,6 +156,38 @@ def _observe(
         jar=jar,
         disposal=disposal,
     )
+
+
+_T = TypeVar("_T")
+_read_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="flinkop-read")
+
+
+class _Reads:
+    """Reads of one pass started together; each `result()` waits for its own, and raises its error.
+
+    Leaving the block waits for every read started, also when one failed: none outlives the pass."""
+
+    def __init__(self) -> None:
+        self._started: list[Future[Any]] = []
+
+    def __enter__(self) -> _Reads:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        wait(self._started)
+
+    def start(self, read: Callable[..., _T], *args: Any) -> Future[_T]:
+        context = contextvars.copy_context()  # the log lines of a read name the FlinkJob too
+        future = _read_pool.submit(context.run, read, *args)
+        self._started.append(future)
+        return future
+
+
+def _live_state(client: FlinkClient, job_id: str) -> str | None:
+    try:
+        return client.job_state(job_id)
+    except FlinkNotFound:
+        return None
 
 
 def _job_view(client: FlinkClient, job_id: str) -> JobView:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flinkop.act import perform
-from flinkop.actions import Action
+from flinkop.actions import Action, UploadJar
 from flinkop.credentials import CredentialsError, RestCredentials
 from flinkop.flink_client import FlinkClient, FlinkError, FlinkUnreachable
 from flinkop.jar_users import JarUsers
@@ -43,6 +43,9 @@ class PassResult:
     # then start from it at once, without reading Flink again.
     observation_after: Observation | None = None
     error: str | None = None  # why the pass could not do its part: flink_unreachable, action_failed, credentials
+    # The status this pass decided and left for the next pass, chained at once, to write with its
+    # own (only after an upload, which needs no record first: a jar is found again by its name).
+    unwritten_status: dict[str, Any] | None = None
 
 
 class Clients:
@@ -115,9 +118,14 @@ def run_pass(
     slots: UpgradeSlots | None = None,
     jar_users: JarUsers | None = None,
     credentials_for: Callable[[FlinkJobSpec], RestCredentials] | None = None,
+    recorded_status: Mapping[str, Any] | None = None,
+    may_leave_unwritten: bool = False,
 ) -> PassResult:
+    """`status` is what the pass plans from; `recorded_status`, when given, is the status as last
+    written, if a chained pass before this one left its own unwritten (`may_leave_unwritten`)."""
     now = now or datetime.now(UTC).replace(tzinfo=None)
     current = Status.from_dict(status)
+    recorded = current if recorded_status is None else Status.from_dict(recorded_status)
     try:
         parsed: FlinkJobSpec | SpecError = parse_spec(spec)
     except SpecError as exc:
@@ -157,8 +165,13 @@ def run_pass(
     if slots is not None:
         slots.settle(uid, decision.status)
     patch = decision.status.to_patch()
-    if patch != current.to_patch():
+    unwritten = patch != recorded.to_patch()
+    # An upload is idempotent without a record (the jar's name holds its digest): when the pass after
+    # it runs at once, this pass's status goes out with that pass's write-ahead record.
+    defer = may_leave_unwritten and isinstance(decision.action, UploadJar) and client is not None
+    if unwritten and not defer:
         write_status(patch)  # the write-ahead record comes first
+        unwritten = False
     for event in decision.events:
         emit(event)
     requeue = decision.requeue_after
@@ -173,6 +186,7 @@ def run_pass(
             after = record_action_result(decision.status, decision.action, result)
             if after is not None:
                 write_status(after.to_patch())
+                unwritten = False
         except FlinkUnreachable as exc:
             error = "flink_unreachable"
             log.warning("could not %s: %s", decision.action.describe(), exc)
@@ -181,6 +195,18 @@ def run_pass(
             error = "action_failed"
             failed = record_action_failure(decision.status, decision.action, exc.detail, now)
             write_status(failed.to_patch())
+            unwritten = False
             emit(Event("Warning", "ActionFailed", f"Could not {decision.action.describe()}: {exc.detail}"))
             requeue = 1.0 if requeue is None else min(requeue, 1.0)
-    return PassResult(requeue, decision.done_deleting, decision, performed, observation_after, error)
+    if unwritten and (observation_after is None or requeue is None):
+        write_status(patch)  # no pass follows at once to write it
+        unwritten = False
+    return PassResult(
+        requeue,
+        decision.done_deleting,
+        decision,
+        performed,
+        observation_after,
+        error,
+        unwritten_status=patch if unwritten else None,
+    )

@@ -202,7 +202,7 @@ class FlinkRest:
 
     # -- savepoints and checkpoints --------------------------------------------------------------
 
-    def _await_savepoint(self, job_id: str, request_id: str, what: str, timeout: float) -> str:
+    def _await_savepoint(self, job_id: str, request_id: str, what: str, timeout: float, interval: float = 0.25) -> str:
         def probe() -> tuple[bool, str]:
             answer = self.get(f"/jobs/{job_id}/savepoints/{request_id}")
             status = answer["status"]["id"]
@@ -214,12 +214,18 @@ class FlinkRest:
                 raise SavepointFailed(job_id, str(cause.get("stack-trace") or cause))
             return True, str(operation["location"])
 
-        return self.wait_for(f"{what} of job {job_id} (request {request_id})", probe, timeout)
+        return self.wait_for(f"{what} of job {job_id} (request {request_id})", probe, timeout, interval)
 
     def stop_with_savepoint(
-        self, job_id: str, target_dir: str | None = None, drain: bool = False, timeout: float = 60.0
+        self,
+        job_id: str,
+        target_dir: str | None = None,
+        drain: bool = False,
+        timeout: float = 60.0,
+        poll_interval: float = 0.25,
     ) -> str:
-        """Stop-with-savepoint (`POST /jobs/<id>/stop`); returns the savepoint path once completed.
+        """Stop-with-savepoint (`POST /jobs/<id>/stop`); returns the savepoint path once completed
+        (polled every `poll_interval` seconds).
 
         Raises SavepointFailed when Flink reports a failure cause (the job then keeps running).
         """
@@ -227,7 +233,7 @@ class FlinkRest:
         if target_dir is not None:
             body["targetDirectory"] = target_dir
         request_id = str(self.post(f"/jobs/{job_id}/stop", body)["request-id"])
-        return self._await_savepoint(job_id, request_id, "stop-with-savepoint", timeout)
+        return self._await_savepoint(job_id, request_id, "stop-with-savepoint", timeout, poll_interval)
 
     def trigger_savepoint(
         self, job_id: str, target_dir: str | None = None, cancel_job: bool = False, timeout: float = 60.0

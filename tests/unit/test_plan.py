@@ -15,7 +15,7 @@ from flinkop.flink_client import LatestSavepoint
 from flinkop.jar_users import JarUsers
 from flinkop.observation import JobView, Observation, after_action
 from flinkop.observe import at_rest
-from flinkop.plan import BACKOFF_MAX, POLL_SAVEPOINT, backoff_seconds, record_action_failure
+from flinkop.plan import BACKOFF_MAX, POLL_SAVEPOINT, POLL_STOPPING, backoff_seconds, record_action_failure
 from flinkop.spec import SpecError
 from flinkop.status import Failure, Savepoint, Status
 from planner_kit import (
@@ -357,12 +357,16 @@ def test_a_stopping_job_is_watched_more_closely_than_a_savepoint_that_keeps_it_r
     # runs: the operator looks as often as the hand-run sequence it is measured against (bench B1).
     to = make_spec(jar={"uri": JAR_V2})
     triggered = run(to, steady(V1), Observation(job=job(OLD_JOB), jar=jar_uploaded(JAR_V2)), fresh_id=TRIGGER)
-    waiting = run(to, upgrade_started(V1, to), Observation(job=job(OLD_JOB), savepoint=savepoint("IN_PROGRESS")))
+    in_progress = Observation(job=job(OLD_JOB), savepoint=savepoint("IN_PROGRESS"))
+    waiting = run(to, upgrade_started(V1, to), in_progress, now=at(1))
+    waiting_long = run(to, upgrade_started(V1, to), in_progress, now=at(3))
     manual = make_spec(savepointNonce=1)
     kept = run(manual, steady(manual), Observation(job=job(OLD_JOB)), fresh_id=TRIGGER)
     assert isinstance(triggered.action, TriggerSavepoint) and triggered.action.mode == "stop"
     assert isinstance(kept.action, TriggerSavepoint) and kept.action.mode == "keep"
-    assert triggered.requeue_after == waiting.requeue_after == POLL_SAVEPOINT
+    # Closest in the first 2 s after the trigger, when a small state's savepoint completes.
+    assert triggered.requeue_after == waiting.requeue_after == POLL_STOPPING
+    assert waiting_long.requeue_after == POLL_SAVEPOINT > POLL_STOPPING
     assert kept.requeue_after is not None and kept.requeue_after > POLL_SAVEPOINT
 
 
