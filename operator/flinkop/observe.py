@@ -70,8 +70,10 @@ def jar_to_check(spec: FlinkJobSpec, status: Status, deleting: bool) -> Deployme
         return None
     up = status.upgrade
     if up is not None:
-        # While an upgrade's savepoint runs too: the pass that sees it complete can submit at once.
-        in_flight = up.step in (st.SUBMITTING, st.STARTING) or (up.kind == st.UPGRADE and up.step == st.SAVEPOINTING)
+        # While an upgrade's savepoint runs too, unless the jar's cluster id was recorded when it
+        # was triggered: the pass that sees it complete can then submit at once.
+        savepointing = up.kind == st.UPGRADE and up.step == st.SAVEPOINTING and up.target_jar_id is None
+        in_flight = up.step in (st.SUBMITTING, st.STARTING) or savepointing
         return up.target if in_flight else None
     if status.deployed is None or status.deployed.fingerprint != spec.deployment.fingerprint:
         return spec.deployment

@@ -576,7 +576,7 @@ def _start_upgrade(d: _Draft, spec: FlinkJobSpec) -> Decision:
             return _stall(d, "NoSavepointDirectory", _no_directory_message(), fp)
     # The new jar is fetched, checked and uploaded while the old job keeps running (in either mode:
     # a bad jar must never cost the running job).
-    _, early = _jar_ready(d, target, obs.jar)
+    jar_id, early = _jar_ready(d, target, obs.jar)
     if early is not None:
         return early
     if not d.inp.upgrade_slot_free:
@@ -592,6 +592,7 @@ def _start_upgrade(d: _Draft, spec: FlinkJobSpec) -> Decision:
         from_job_id=s.job_id,
         trigger_id=None if stateless else d.inp.fresh_id,
         savepoint_directory=directory,
+        target_jar_id=jar_id,
     )
     action: Action
     if stateless:
@@ -770,10 +771,11 @@ def _savepoint_completed(d: _Draft, spec: FlinkJobSpec, up: Upgrade, location: s
     d.status = replace(d.status, upgrade=new_up, message=f"Savepoint {location} taken; starting the new version.")
     old = d.inp.observation.job
     jar = d.inp.observation.jar
-    if old is not None and not old.active and jar is not None and jar.uri == up.target.jar_uri and jar.cluster_jar_id:
+    jar_id = up.target_jar_id or (jar.cluster_jar_id if jar is not None and jar.uri == up.target.jar_uri else None)
+    if old is not None and not old.active and jar_id:
         # The savepoint and the new job's id are in the status written before this call.
         assert new_up.new_job_id is not None
-        action = SubmitJob(jar.cluster_jar_id, new_up.new_job_id, up.target, location, allow)
+        action = SubmitJob(jar_id, new_up.new_job_id, up.target, location, allow)
         d.event("Submitting", action.describe())
         return d.finish(action=action, requeue=POLL)
     return d.finish(requeue=POLL_FAST)
@@ -993,9 +995,21 @@ def record_action_failure(status: Status, action: Action, error: str, now: datet
         new_up = replace(up, attempts=attempts, trigger_id=None, retry_at=format_time(retry_at), last_error=error)
         return replace(status, upgrade=new_up, message=message)
     if isinstance(action, SubmitJob):
+        if jar_missing(error):
+            # The recorded jar was deleted from the cluster meanwhile: not the new version's failure.
+            # The next pass lists the cluster's jars, uploads it again and submits.
+            new_up = replace(up, target_jar_id=None)
+            message = f"Could not {action.describe()}: {error}; uploading the jar again."
+            return replace(status, upgrade=new_up, message=message)
         new_up = replace(up, attempts=attempts, last_error=error)
         return replace(status, upgrade=new_up, message=f"Could not {action.describe()}: {error}")
     return replace(status, upgrade=replace(up, last_error=error), message=f"Could not {action.describe()}: {error}")
+
+
+def jar_missing(error: str) -> bool:
+    """Whether Flink refused a run because the jar is not on the cluster (JarRunHandler answers
+    400 "Jar file <path> does not exist")."""
+    return "jar file" in error.lower() and "does not exist" in error.lower()
 
 
 def record_action_result(status: Status, action: Action, result: str | None) -> Status | None:

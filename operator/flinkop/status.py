@@ -63,6 +63,9 @@ class Upgrade:
     restore_failure: str | None = None  # why a rollback is happening
     reason: str | None = None  # SAVEPOINT: manual | periodic
     nonce: int | None = None  # SAVEPOINT (manual): the spec.savepointNonce it answers
+    # UPGRADE: the cluster jar id of the target, known when the savepoint was triggered; the pass
+    # that sees the savepoint complete submits with it instead of listing the cluster's jars again.
+    target_jar_id: str | None = None
 
     @classmethod
     def begin(cls, kind: str, step: str, target: Deployment, now: str, **fields: Any) -> Upgrade:
@@ -90,6 +93,8 @@ class Upgrade:
             "reason": self.reason,
             "nonce": self.nonce,
         }
+        if self.target_jar_id is not None:
+            d["targetJarId"] = self.target_jar_id
         return d
 
     @classmethod
@@ -113,6 +118,7 @@ class Upgrade:
             restore_failure=d.get("restoreFailure"),
             reason=d.get("reason"),
             nonce=d.get("nonce"),
+            target_jar_id=d.get("targetJarId"),
         )
 
 

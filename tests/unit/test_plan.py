@@ -14,7 +14,7 @@ from flinkop.actions import CancelJob, DeleteJar, SubmitJob, TriggerSavepoint, U
 from flinkop.flink_client import LatestSavepoint
 from flinkop.jar_users import JarUsers
 from flinkop.observation import JobView, Observation, after_action
-from flinkop.observe import at_rest
+from flinkop.observe import at_rest, jar_to_check
 from flinkop.plan import BACKOFF_MAX, POLL_SAVEPOINT, POLL_STOPPING, backoff_seconds, record_action_failure
 from flinkop.spec import SpecError
 from flinkop.status import Failure, Savepoint, Status
@@ -446,7 +446,9 @@ def test_completed_savepoint_is_recorded_with_the_new_job_id_before_any_submissi
     started = replace(upgrade_started(V1, V2), savepoint_history=history, last_savepoint=history[0])
     obs = Observation(job=job(OLD_JOB, "FINISHED"), savepoint=savepoint("COMPLETED", SP_PATH))
     d = run(V2, started, obs, now=at(10), fresh_id=NEW_JOB)
-    assert d.action is None, "the savepoint and the job id are written before SubmitJob"
+    # The decision's status (written before its action) holds the savepoint and the new job's id;
+    # the jar's cluster id was recorded with the trigger, so nothing more needs reading first.
+    assert d.action == SubmitJob(JAR_IDS[V2.deployment.jar_uri], NEW_JOB, V2.deployment, SP_PATH, False)
     s = d.status
     assert s.last_savepoint == Savepoint(SP_PATH, iso(at(10)), "upgrade")
     assert [sp.path for sp in s.savepoint_history] == [SP_PATH, OLDER_SP_PATH]
@@ -473,7 +475,7 @@ def test_trigger_unknown_with_the_job_finished_and_a_fresh_latest_savepoint_coun
         job=job(OLD_JOB, "FINISHED"), savepoint=savepoint("UNKNOWN"), latest_savepoint=latest(SP_PATH, at(1))
     )
     d = run(V2, started, obs, now=at(20), fresh_id=NEW_JOB)
-    assert d.action is None
+    assert isinstance(d.action, SubmitJob) and d.action.savepoint_path == SP_PATH
     assert d.status.last_savepoint is not None and d.status.last_savepoint.path == SP_PATH
     assert d.status.upgrade is not None
     assert (d.status.upgrade.step, d.status.upgrade.savepoint_path) == (st.SUBMITTING, SP_PATH)
@@ -1061,6 +1063,31 @@ def test_completed_savepoint_of_an_ended_job_is_recorded_and_the_new_version_sub
     assert d.status.last_savepoint is not None and d.status.last_savepoint.path == SP_PATH
     up = d.status.upgrade
     assert up is not None and (up.step, up.savepoint_path, up.new_job_id) == (st.SUBMITTING, SP_PATH, NEW_JOB)
+
+
+def test_the_new_jar_recorded_with_the_trigger_spares_listing_the_cluster_jars_while_the_savepoint_runs() -> None:
+    started = upgrade_started(V1, V2)
+    assert started.upgrade is not None and started.upgrade.target_jar_id == JAR_IDS[JAR_V2]
+    assert jar_to_check(V2, started, deleting=False) is None
+    # A record written before the id was kept (an older operator) still has the jar checked.
+    older = replace(started, upgrade=replace(started.upgrade, target_jar_id=None))
+    assert jar_to_check(V2, older, deleting=False) == V2.deployment
+
+
+def test_a_jar_deleted_from_the_cluster_before_the_new_job_is_submitted_is_uploaded_again_not_rolled_back() -> None:
+    obs = Observation(job=job(OLD_JOB, "FINISHED"), savepoint=savepoint("COMPLETED", SP_PATH))
+    submitting = run(V2, upgrade_started(V1, V2), obs, now=at(10), fresh_id=NEW_JOB)
+    assert isinstance(submitting.action, SubmitJob)
+    error = "Jar file /tmp/flink-web/flink-web-upload/cluster-jar-v2 does not exist"
+    refused = record_action_failure(submitting.status, submitting.action, error, at(10))
+    assert refused.upgrade is not None and refused.upgrade.attempts == 0 and refused.upgrade.last_error is None
+    jar_gone = Observation(job=job(OLD_JOB, "FINISHED"), new_job=gone(NEW_JOB), jar=jar_fetched(JAR_V2))
+    upload = run(V2, refused, jar_gone, now=at(11))
+    assert isinstance(upload.action, UploadJar)
+    back = Observation(job=job(OLD_JOB, "FINISHED"), new_job=gone(NEW_JOB), jar=jar_uploaded(JAR_V2))
+    resubmit = run(V2, upload.status, back, now=at(12))
+    assert resubmit.action == SubmitJob(JAR_IDS[JAR_V2], NEW_JOB, V2.deployment, SP_PATH, False)
+    assert "RollingBack" not in (resubmit.status.phase, upload.status.phase)
 
 
 def test_completed_savepoint_waits_for_the_old_job_to_end_before_submitting() -> None:
