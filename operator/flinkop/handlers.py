@@ -28,7 +28,6 @@ from flinkop.reconcile import (
 )
 from flinkop.settings import OperatorSettings
 from flinkop.slots import UpgradeSlots
-from flinkop.status import Status
 from flinkop.times import parse_time
 
 SETTINGS = OperatorSettings.from_env()
@@ -152,7 +151,7 @@ def _one_pass(
         finally:
             if writer.last_written is not None:
                 remember_write(meta["uid"], writer.resource_version)
-    METRICS.record_pass(meta["uid"], Status.from_dict(body.get("status")), result.decision.status, now)
+    METRICS.record_pass(meta["uid"], result.before, result.decision.status, now)
     if result.error is not None:
         METRICS.record_error(result.error)
     return result, writer.last_written or body

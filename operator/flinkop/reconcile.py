@@ -38,6 +38,7 @@ class PassResult:
     requeue_after: float | None
     done_deleting: bool
     decision: Decision
+    before: Status  # the status the pass planned from
     performed: Action | None = None  # the action this pass took, when Flink accepted it
     # What Flink looks like after that action, when the action says it in full: the next pass may
     # then start from it at once, without reading Flink again.
@@ -165,7 +166,8 @@ def run_pass(
     if slots is not None:
         slots.settle(uid, decision.status)
     patch = decision.status.to_patch()
-    unwritten = patch != recorded.to_patch()
+    # Equal statuses make equal patches: the second conversion is only needed when they differ.
+    unwritten = decision.status != recorded and patch != recorded.to_patch()
     # An upload is idempotent without a record (the jar's name holds its digest): when the pass after
     # it runs at once, this pass's status goes out with that pass's write-ahead record.
     defer = may_leave_unwritten and isinstance(decision.action, UploadJar) and client is not None
@@ -205,6 +207,7 @@ def run_pass(
         requeue,
         decision.done_deleting,
         decision,
+        current,
         performed,
         observation_after,
         error,
