@@ -185,7 +185,7 @@ class _Reads:
             done: Future[_T] = Future()
             try:
                 done.set_result(read(*args))
-            except BaseException as exc:
+            except Exception as exc:  # raised by its result(), as from the pool
                 done.set_exception(exc)
             return done
         context = contextvars.copy_context()  # the log lines of a read name the FlinkJob too

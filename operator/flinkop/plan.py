@@ -1007,8 +1007,8 @@ def record_action_failure(status: Status, action: Action, error: str, now: datet
 
 
 def jar_missing(error: str) -> bool:
-    """Whether Flink refused a run because the jar is not on the cluster (JarRunHandler answers
-    400 "Jar file <path> does not exist")."""
+    """Whether Flink refused a run because the jar is not on the cluster (Flink 2.3 answers HTTP 500
+    with its RestHandlerException "Jar file <path> does not exist")."""
     return "jar file" in error.lower() and "does not exist" in error.lower()
 
 

@@ -165,9 +165,10 @@ def run_pass(
         jar_users.record(uid, client.identity, decision.status.jar_id)
     if slots is not None:
         slots.settle(uid, decision.status)
-    patch = decision.status.to_patch()
-    # Equal statuses make equal patches: the second conversion is only needed when they differ.
-    unwritten = decision.status != recorded and patch != recorded.to_patch()
+    # Equal statuses make equal patches: converting them is only needed when they differ.
+    differs = decision.status != recorded
+    patch = decision.status.to_patch() if differs else {}
+    unwritten = differs and patch != recorded.to_patch()
     # An upload is idempotent without a record (the jar's name holds its digest): when the pass after
     # it runs at once, this pass's status goes out with that pass's write-ahead record.
     defer = may_leave_unwritten and isinstance(decision.action, UploadJar) and client is not None
