@@ -79,14 +79,16 @@ class SoakResult:
     counts: Counter[str] = field(default_factory=Counter)
     settles: int = 0
     checks: int = 0  # FlinkJob snapshots checked against every invariant
+    counter_checks: int = 0  # of those, with the counter's continuity read from Flink
     seconds: float = 0.0
 
     def summary(self) -> str:
         faults = sum(self.counts[k] for k in FAULT_OPS)
+        by_kind = ", ".join(f"{k} {n}" for k, n in sorted(self.counts.items()))
         return (
-            f"soak seed={self.seed}: {self.operations} operations ({faults} faults), {self.settles} quiescent points, "
-            f"{self.checks} FlinkJob checks, no violation, {self.seconds:.0f} s; by kind: "
-            + ", ".join(f"{k} {n}" for k, n in sorted(self.counts.items()))
+            f"soak seed={self.seed}: {self.operations} operations ({faults} faults), "
+            f"{self.settles} quiescent points, {self.checks} FlinkJob checks "
+            f"({self.counter_checks} with the counter read), no violation, {self.seconds:.0f} s; by kind: {by_kind}"
         )
 
 
@@ -367,6 +369,7 @@ class Soak:
                 raise SoakFailure("invariants violated:\n  " + "\n  ".join(persisting))
         self.result.settles += 1
         self.result.checks += len(snap.flinkjobs)
+        self.result.counter_checks += len(snap.counters)
         for name, reading in snap.counters.items():
             self.baseline[name] = (reading.job_id, reading.count, reading.counter_uid)
         for name in NAMES:
@@ -404,6 +407,7 @@ class Soak:
         started = time.monotonic()
         _say(f"seed={self.seed}, {self.result.operations} operations, namespace {self.bed.namespace}")
         try:
+            self.flink_rest.cancel_running_jobs()  # the soak's cluster starts empty: every job is its own
             self.start_operator()
             for name in NAMES:
                 self.jobs.create(name, self.initial_spec(name))

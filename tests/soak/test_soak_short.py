@@ -16,12 +16,15 @@ from soak.runner import SoakBed, make_jar_v2, run_soak
 
 pytestmark = pytest.mark.integration
 
-DEFAULT_SEED = 20261203
+# Fixed, so that `make test` runs the same sequence every time. Chosen by scanning the generator's
+# seeds offline (no bed) for one whose 30 operations include every fault, a resume within three
+# operations of a suspend of the same FlinkJob, and a dropped counter followed by a policy change.
+DEFAULT_SEED = 17731
 DEFAULT_OPS = 30
 
 
 def test_flinkjobs_converge_and_keep_every_invariant_under_random_changes_and_faults(
-    kube: Any, crd: Path, flink: Any, own_namespace: str, test_job_jar: Path, bed_dir: Path
+    kube: Any, crd: Path, flink: Any, flink_rest: Any, own_namespace: str, test_job_jar: Path, bed_dir: Path
 ) -> None:
     seed = int(os.environ.get("SOAK_SEED", DEFAULT_SEED))
     count = int(os.environ.get("SOAK_OPS", DEFAULT_OPS))
