@@ -16,6 +16,9 @@ The rules (issue 12, item 5):
   `Stalled` only with a reason the README lists and a message; never `Ready` and `Stalled` at once;
 - the counter's state goes on (restored, and not below what it was at the previous quiescent point)
   unless the interval allowed dropping it (see `drop_allowed`);
+- a stall that a new attempt could lift (`RestoreFailed`, `DeployFailed`, `JobTerminated`) and that
+  was there at the previous quiescent point is retried once the spec changed: at a later generation
+  it names another job (each attempt submits a new one);
 - every savepoint in `status.savepointHistory`, `status.lastSavepoint` and an upgrade's
   `savepointPath` exists on disk.
 """
@@ -98,12 +101,46 @@ class CounterReading:
     drop_allowed: bool = False
 
 
+RETRIED_STALLS = frozenset({"RestoreFailed", "DeployFailed", "JobTerminated"})
+
+
+@dataclass(frozen=True)
+class StallSeen:
+    """A FlinkJob's stall at the previous quiescent point."""
+
+    generation: int
+    reason: str
+    job_id: str | None
+
+
 @dataclass(frozen=True)
 class Snapshot:
     flinkjobs: Sequence[FlinkJobView]
     cluster_jobs: Sequence[ClusterJob]
     existing_paths: frozenset[str]  # of the savepoint paths the statuses name, those on disk
     counters: Mapping[str, CounterReading] = field(default_factory=dict)  # by FlinkJob name
+    previous_stalls: Mapping[str, StallSeen] = field(default_factory=dict)  # by FlinkJob name
+
+
+def stall_of(fj: FlinkJobView) -> StallSeen | None:
+    stalled = condition(fj.status, "Stalled")
+    if stalled.get("status") != "True":
+        return None
+    job_id = fj.status.get("jobId")
+    return StallSeen(fj.generation, str(stalled.get("reason")), str(job_id) if job_id else None)
+
+
+def check_stall_retried(fj: FlinkJobView, before: StallSeen) -> list[str]:
+    """A stall a new attempt could lift, still there after the spec changed, with no new attempt."""
+    now = stall_of(fj)
+    if now is None or before.reason not in RETRIED_STALLS or now.reason != before.reason:
+        return []
+    if fj.generation > before.generation and now.job_id == before.job_id:
+        return [
+            f"{fj.name}: Stalled {now.reason} since generation {before.generation} with job {now.job_id}, and the "
+            f"spec changed since (generation {fj.generation}) without a new attempt"
+        ]
+    return []
 
 
 def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
@@ -246,6 +283,8 @@ def check(snapshot: Snapshot) -> list[str]:
         for path in savepoint_paths(fj.status):
             if path not in snapshot.existing_paths:
                 out.append(f"{fj.name}: savepoint {path} named in its status is not on disk")
+        if fj.name in snapshot.previous_stalls:
+            out += check_stall_retried(fj, snapshot.previous_stalls[fj.name])
     for name, reading in sorted(snapshot.counters.items()):
         out += check_counter(name, reading)
     return out

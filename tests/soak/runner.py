@@ -41,11 +41,13 @@ from soak.invariants import (
     CounterReading,
     FlinkJobView,
     Snapshot,
+    StallSeen,
     check,
     condition,
     counter_uid,
     drop_allowed,
     savepoint_paths,
+    stall_of,
     wants_counter,
 )
 from soak.ops import ARGS_VARIANTS, FAULT_OPS, Op, generate
@@ -116,6 +118,7 @@ class Soak:
         self.baseline: dict[str, tuple[str, int, str]] = {}
         self.specs_seen: dict[str, list[dict[str, Any]]] = {n: [] for n in NAMES}
         self.recreated: dict[str, bool] = dict.fromkeys(NAMES, False)
+        self.stalls: dict[str, StallSeen] = {}  # at the previous quiescent point
 
     # -- the bed -------------------------------------------------------------------------------
 
@@ -240,6 +243,7 @@ class Soak:
             time.sleep(p["recreate_after"])
             self.jobs.create(name, spec)
             self.recreated[name] = True
+            self.stalls.pop(name, None)
         else:
             raise ValueError(f"unknown operation {op.kind}")
 
@@ -351,7 +355,7 @@ class Soak:
                     prev[2] if prev else None,
                     drop_allowed(self.specs_seen[v.name], self.recreated[v.name]),
                 )
-        return Snapshot(views, jobs, existing, counters)
+        return Snapshot(views, jobs, existing, counters, dict(self.stalls))
 
     def quiescent_point(self) -> None:
         self.end_faults()
@@ -372,6 +376,7 @@ class Soak:
         self.result.counter_checks += len(snap.counters)
         for name, reading in snap.counters.items():
             self.baseline[name] = (reading.job_id, reading.count, reading.counter_uid)
+        self.stalls = {v.name: seen for v in snap.flinkjobs if (seen := stall_of(v)) is not None}
         for name in NAMES:
             spec = next(v.spec for v in snap.flinkjobs if v.name == name)
             self.specs_seen[name] = [dict(spec)]

@@ -11,6 +11,7 @@ from soak.invariants import (
     CounterReading,
     FlinkJobView,
     Snapshot,
+    StallSeen,
     check,
     check_counter,
     drop_allowed,
@@ -156,3 +157,17 @@ def test_dropping_state_is_allowed_only_by_a_stateless_spec_a_dropped_counter_or
     assert drop_allowed([spec(args=["--drop-counter"])], recreated=False)
     assert drop_allowed([spec(args=["--counter-uid", "counter-v2"])], recreated=False)
     assert drop_allowed([spec()], recreated=True)
+
+
+def test_a_restore_failure_not_retried_after_a_spec_change_is_a_violation() -> None:
+    # Issue 12: allowNonRestoredState changed after a RestoreFailed rollback, and nothing happened.
+    stalled = status(ready="False", conditions=conditions("False", "True", "RestoreFailed", "fix the program", gen=4))
+    stalled["observedGeneration"] = 4
+    fj = FlinkJobView("a", 4, spec(allowNonRestoredState="OnJarChange"), stalled)
+    before = StallSeen(3, "RestoreFailed", "j1")
+    stuck = Snapshot([fj], [running_job()], frozenset({SP1, SP2}), previous_stalls={"a": before})
+    assert any("without a new attempt" in p for p in check(stuck)), check(stuck)
+    retried = replace(fj, status={**stalled, "jobId": "j2"})
+    assert check(Snapshot([retried], [running_job("j2")], frozenset({SP1, SP2}), previous_stalls={"a": before})) == []
+    unchanged = replace(fj, generation=3, status={**stalled, "observedGeneration": 3})
+    assert check(Snapshot([unchanged], [running_job()], frozenset({SP1, SP2}), previous_stalls={"a": before})) == []
