@@ -62,6 +62,9 @@ class Decision:
     requeue_after: float | None = None  # come back after this many seconds; None: idle
     events: tuple[Event, ...] = ()
     done_deleting: bool = False  # deletion may release the resource
+    # The jar check this decision waited for because the observation did not cover it: the pass
+    # reads it at once and plans again (observe.jar_to_check is meant to have read it already).
+    needs_jar: Deployment | None = None
 
 
 @dataclass
@@ -81,9 +84,11 @@ class Draft:
         action: Action | None = None,
         requeue: float | None = None,
         done_deleting: bool = False,
+        needs_jar: Deployment | None = None,
     ) -> Decision:
         spec = self.inp.spec
         desired = spec.deployment.fingerprint if isinstance(spec, FlinkJobSpec) else None
+        failure_key = spec.attempt_key(spec.deployment) if isinstance(spec, FlinkJobSpec) else None
         selector = (
             (spec.scale_selector or f"flinkop.io/flinkjob={self.inp.name}")
             if isinstance(spec, FlinkJobSpec)
@@ -99,9 +104,18 @@ class Draft:
                 self.inp.generation,
                 self.inp.now,
                 suspended=isinstance(spec, FlinkJobSpec) and spec.state == "suspended",
+                failure_key=failure_key,
             ),
         )
-        return Decision(final, action, requeue, tuple(self.events), done_deleting)
+        if requeue is None and not done_deleting and _reconciling(final):
+            # Level-triggered: while the wanted state is not reached (and no stall says why), a pass
+            # always follows; nothing waits for a change or a timer to look again.
+            requeue = POLL
+        return Decision(final, action, requeue, tuple(self.events), done_deleting, needs_jar)
+
+
+def _reconciling(status: Status) -> bool:
+    return any(c.get("type") == "Reconciling" and c.get("status") == "True" for c in status.conditions)
 
 
 def naive(t: datetime) -> datetime:
@@ -121,8 +135,12 @@ def backoff_seconds(attempts: int) -> float:
     return float(min(BACKOFF_BASE * 2 ** max(attempts - 1, 0), BACKOFF_MAX))
 
 
-def stall(d: Draft, reason: str, message: str, fingerprint: str | None, phase: str | None = None) -> Decision:
-    new_failure = Failure(reason, message, fingerprint)
+def stall(d: Draft, reason: str, message: str, target: Deployment | None, phase: str | None = None) -> Decision:
+    """Records why `target` (None: any spec) is not acted on; it is remembered with the policy fields
+    in force (`FlinkJobSpec.attempt_key`), so a change to any of them lifts the stall too."""
+    spec = d.inp.spec
+    key = spec.attempt_key(target) if target is not None and isinstance(spec, FlinkJobSpec) else None
+    new_failure = Failure(reason, message, key)
     if d.status.failure != new_failure:
         d.event(reason, message, warning=True)
     d.status = replace(d.status, failure=new_failure, message=message, phase=phase or d.status.phase)
@@ -140,11 +158,10 @@ def flink_unreachable(d: Draft, spec: FlinkJobSpec, error: str) -> Decision:
 
 def jar_ready(d: Draft, target: Deployment, jar: JarCheck | None) -> tuple[str | None, Decision | None]:
     """The cluster jar id for `target`, or the decision to get there (upload, or stall on a bad jar)."""
-    fp = target.fingerprint
-    if jar is None or jar.uri != target.jar_uri:
-        return None, d.finish(requeue=POLL_FAST)  # observation did not cover this jar yet
+    if jar is None or not jar.covers(target):
+        return None, d.finish(requeue=POLL_FAST, needs_jar=target)  # the pass reads it and plans again
     if jar.error is not None:
-        return None, stall(d, jar.error_reason or "JarFetchFailed", jar.error, fp)
+        return None, stall(d, jar.error_reason or "JarFetchFailed", jar.error, target)
     if jar.cluster_jar_id:
         return jar.cluster_jar_id, None
     assert jar.local_path is not None and jar.sha256 is not None

@@ -49,7 +49,7 @@ def start_rescale(d: Draft, spec: FlinkJobSpec) -> Decision:
             "spec.rescaleMode is InPlace but the cluster does not run the adaptive scheduler "
             "(jobmanager.scheduler: adaptive); use Auto or Savepoint, or enable it. The job was not touched."
         )
-        return stall(d, "InPlaceRescaleUnsupported", message, spec.deployment.fingerprint)
+        return stall(d, "InPlaceRescaleUnsupported", message, spec.deployment)
     return rescale_started(start_upgrade(d, spec), now)
 
 
@@ -88,7 +88,7 @@ def rescaling(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
         state = job.state if job else "MISSING"
         message = f"Job {up.from_job_id} is {state} during an in-place rescale; it was not resubmitted."
         d.status = replace(d.status, upgrade=None, job_state=state)
-        return stall(d, "JobTerminated", message, spec.deployment.fingerprint, phase="Failed")
+        return stall(d, "JobTerminated", message, spec.deployment, phase="Failed")
     info = job.info
     if info.all_vertices_running and all(v.parallelism == target for v in info.vertices):
         message = f"Job {up.from_job_id} rescaled in place to parallelism {target}."
@@ -112,7 +112,7 @@ def rescaling(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
         )
         d.status = replace(d.status, upgrade=None)
         if spec.rescale_mode == "InPlace":
-            return stall(d, "InPlaceRescaleTimedOut", message + "; the job keeps running.", up.target.fingerprint)
+            return stall(d, "InPlaceRescaleTimedOut", message + "; the job keeps running.", up.target)
         d.event("InPlaceRescaleTimedOut", message + "; rescaling through a savepoint instead.", warning=True)
         return start_upgrade(d, spec)
     requirements = d.inp.observation.resource_requirements or {}

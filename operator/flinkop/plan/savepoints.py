@@ -66,7 +66,7 @@ def start_savepoint_op(
     assert s.job_id is not None and s.deployed is not None
     directory = savepoint_directory(spec, d.inp.observation)
     if directory is None:
-        return stall(d, "NoSavepointDirectory", no_directory_message(), spec.deployment.fingerprint)
+        return stall(d, "NoSavepointDirectory", no_directory_message(), spec.deployment)
     now = format_time(d.inp.now)
     up = Upgrade.begin(
         kind,
@@ -154,7 +154,7 @@ def savepointing(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
             if up.kind == st.DELETE:
                 d.event("DeleteWithoutSavepoint", message, warning=True)
                 return d.finish(done_deleting=True)
-            return stall(d, "JobTerminated", message, up.target.fingerprint, phase="Failed")
+            return stall(d, "JobTerminated", message, up.target, phase="Failed")
         retry_at = parse_time(up.retry_at)
         if retry_at is not None and naive(now) < retry_at:
             d.status = replace(d.status, phase=phase)
@@ -163,7 +163,7 @@ def savepointing(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
         trigger_id = up.trigger_id or d.inp.fresh_id
         directory = up.savepoint_directory or savepoint_directory(spec, obs)
         if directory is None:
-            return stall(d, "NoSavepointDirectory", no_directory_message(), up.target.fingerprint)
+            return stall(d, "NoSavepointDirectory", no_directory_message(), up.target)
         assert up.from_job_id is not None
         new_up = replace(
             up,

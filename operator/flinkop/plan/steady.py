@@ -7,11 +7,20 @@ from __future__ import annotations
 from dataclasses import replace
 
 from flinkop import status as st
-from flinkop.plan.common import NEEDS_A_PERSON, POLL, Decision, Draft, stall
+from flinkop.plan.common import NEEDS_A_PERSON, POLL, POLL_FAST, Decision, Draft, naive, stall
 from flinkop.plan.rescale import start_rescale
 from flinkop.plan.savepoints import retention_step, savepoint_work, start_savepoint_op
 from flinkop.plan.upgrade import start_deploy, start_upgrade
 from flinkop.spec import FlinkJobSpec
+from flinkop.times import parse_time
+
+SUSPENDED_JOB_ENDS_WITHIN = 30.0  # seconds after a suspend savepoint its job is expected to be reported ended
+
+
+def _recently_suspended(d: Draft) -> bool:
+    last = d.status.last_savepoint
+    taken = parse_time(last.time) if last is not None and last.reason == "suspend" else None
+    return taken is not None and (naive(d.inp.now) - taken).total_seconds() < SUSPENDED_JOB_ENDS_WITHIN
 
 
 def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
@@ -22,7 +31,9 @@ def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
     job = obs.job
     # Failures that need a person block the spec they failed for; the others (no savepoint
     # directory, a jar that cannot be fetched) are looked at again on every pass.
-    blocked = s.failure is not None and s.failure.reason in NEEDS_A_PERSON and s.failure.fingerprint in (None, fp)
+    # They are remembered with the policy fields in force: a change to any of those lifts them too.
+    key = spec.attempt_key(desired)
+    blocked = s.failure is not None and s.failure.reason in NEEDS_A_PERSON and s.failure.fingerprint in (None, key)
 
     if s.job_id is None and s.deployed is None:
         if spec.state == "suspended":
@@ -54,6 +65,22 @@ def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
             d.status = replace(d.status, phase="Failed")
             return d.finish()
         if s.deployed is not None and s.deployed.fingerprint == fp:
+            retry_from = s.last_savepoint.path if s.last_savepoint else None
+            if retry_from is None and s.last_stable is None:
+                retry_from = spec.initial_savepoint_path  # it never ran: no state of its own to lose
+            if (
+                s.failure is not None
+                and s.failure.reason in NEEDS_A_PERSON
+                and (retry_from is not None or s.last_stable is None)
+            ):
+                # Stalled before, and a field that can change the outcome changed since (else it would
+                # still block): try again, from the last savepoint.
+                d.event(
+                    "Retrying",
+                    f"A field that can change the outcome of {s.failure.reason} changed; starting "
+                    f"the job again from savepoint {retry_from}.",
+                )
+                return start_deploy(d, spec, retry_from, s.last_stable or s.deployed)
             # The job ended although nobody asked for it: report, never resubmit it silently.
             last = s.last_savepoint.path if s.last_savepoint else None
             restart = (
@@ -64,13 +91,20 @@ def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
             )
             cause = f" ({job.failure})" if job and job.failure else ""
             message = f"Job {s.job_id} is {state} outside the operator{cause}; it was not resubmitted: {restart}."
-            return stall(d, "JobTerminated", message, fp, phase="Failed")
+            return stall(d, "JobTerminated", message, desired, phase="Failed")
         # The spec changed since the job ended: start it from the last savepoint.
         path = s.last_savepoint.path if s.last_savepoint else None
         return start_deploy(d, spec, path, s.last_stable or s.deployed)
 
     info = job.info
     assert info is not None
+    if s.phase == "Suspended" and _recently_suspended(d):
+        # The job stopped with the suspend savepoint is still listed as active: Flink has not reported
+        # its end yet. It is never stopped a second time, nor taken for a resumed job.
+        path = s.last_savepoint.path if s.last_savepoint else None
+        message = f"Job {s.job_id} was stopped with savepoint {path}; waiting for Flink to report that it ended."
+        d.status = replace(s, message=message)
+        return d.finish(requeue=POLL_FAST)
     d.status = replace(s, job_state=info.state, parallelism=info.parallelism or s.parallelism)
     if s.deployed is not None and s.deployed.fingerprint == fp:
         if info.all_vertices_running:

@@ -19,6 +19,7 @@ from flinkop.plan.common import (
     POLL_FAST,
     Decision,
     Draft,
+    d_spec,
     jar_ready,
     no_directory_message,
     phase_for,
@@ -69,7 +70,6 @@ def start_upgrade(d: Draft, spec: FlinkJobSpec) -> Decision:
     obs = d.inp.observation
     assert obs.job is not None and obs.job.info is not None
     target = spec.deployment
-    fp = target.fingerprint
     now = format_time(d.inp.now)
     if obs.job.info.state != "RUNNING":
         d.status = replace(
@@ -80,7 +80,7 @@ def start_upgrade(d: Draft, spec: FlinkJobSpec) -> Decision:
     if spec.upgrade_mode != "stateless":
         directory = savepoint_directory(spec, obs)
         if directory is None:
-            return stall(d, "NoSavepointDirectory", no_directory_message(), fp)
+            return stall(d, "NoSavepointDirectory", no_directory_message(), target)
     # The new jar is fetched, checked and uploaded while the old job keeps running (in either mode:
     # a bad jar must never cost the running job).
     jar_id, early = jar_ready(d, target, obs.jar)
@@ -173,7 +173,8 @@ def upgrade_done(d: Draft, up: Upgrade, parallelism: int, jar: JarCheck | None) 
             f"Rolled back: the new version did not start from savepoint {up.savepoint_path} "
             f"({up.restore_failure}); job {up.new_job_id} runs the last stable spec from that savepoint."
         )
-        failure = Failure("RestoreFailed", message, failed.fingerprint if failed else None)
+        spec = d_spec(d)
+        failure = Failure("RestoreFailed", message, spec.attempt_key(failed) if failed else None)
         d.event("RolledBack", message, warning=True)
     else:
         message = f"Job {up.new_job_id} is running" + (
@@ -247,5 +248,5 @@ def start_failed(d: Draft, spec: FlinkJobSpec, up: Upgrade, cause: str) -> Decis
         if s.last_savepoint is not None or up.savepoint_path is None
         else Savepoint(up.savepoint_path, format_time(d.inp.now), "upgrade"),
     )
-    failed_fp = up.source.fingerprint if up.kind == st.ROLLBACK and up.source else up.target.fingerprint
-    return stall(d, reason, message, failed_fp, phase="Failed")
+    failed = up.source if up.kind == st.ROLLBACK and up.source else up.target
+    return stall(d, reason, message, failed, phase="Failed")
