@@ -171,7 +171,7 @@ def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
     sha = jar.get("sha256")
     if sha is not None and not SHA256_RE.match(str(sha)):
         raise SpecError(f"spec.jar.sha256 {sha!r} is not 64 hexadecimal digits")
-    parallelism = spec.get("parallelism")
+    parallelism = spec.get("parallelism", 1)  # the CRD's default, for a manifest that leaves it to an autoscaler
     if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
         raise SpecError(f"spec.parallelism {parallelism!r} must be an integer >= 1")
     args = spec.get("args") or []
