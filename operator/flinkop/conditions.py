@@ -31,11 +31,18 @@ def _condition(
 
 
 def derive_conditions(
-    status: Status, desired_fingerprint: str | None, generation: int, now: datetime, suspended: bool = False
+    status: Status,
+    desired_fingerprint: str | None,
+    generation: int,
+    now: datetime,
+    suspended: bool = False,
+    failure_key: str | None = None,
 ) -> tuple[Mapping[str, Any], ...]:
-    """`suspended`: the spec asks for the job to be suspended (then reaching Suspended is Ready)."""
+    """`suspended`: the spec asks for the job to be suspended (then reaching Suspended is Ready).
+    `failure_key`: what a failure of the wanted spec under its current policies is recorded with
+    (`FlinkJobSpec.attempt_key`); a failure recorded with another key no longer stalls it."""
     failure = status.failure
-    stalled = failure is not None and failure.fingerprint in (None, desired_fingerprint)
+    stalled = failure is not None and failure.fingerprint in (None, failure_key or desired_fingerprint)
     # A savepoint that keeps the job running (manual, periodic) changes neither Ready nor Reconciling.
     work = status.upgrade if status.upgrade is not None and status.upgrade.kind != SAVEPOINT else None
     running_desired = (
@@ -55,17 +62,8 @@ def derive_conditions(
         and status.deployed is not None
         and status.deployed.fingerprint != desired_fingerprint
     )
-    reconciling = (
-        not stalled
-        and not ready
-        and (
-            work is not None
-            or suspended
-            or status.rescale_pending_until is not None
-            or pending
-            or status.phase in ("Pending", "Deploying", "Upgrading", "RollingBack")
-        )
-    )
+    # Neither Ready nor Stalled is Reconciling (kstatus): whatever is not reached yet is being worked on.
+    reconciling = not stalled and not ready
     if ready:
         ready_reason = "Suspended" if suspended_reached else "Running"
     elif stalled and failure is not None:
@@ -80,8 +78,10 @@ def derive_conditions(
         reconciling_reason, step = "Suspend", "suspending"
     elif pending:
         reconciling_reason, step = "UpgradePending", "the spec changed; the upgrade has not started yet"
+    elif status.phase == "Suspended":
+        reconciling_reason, step = "Resume", "resuming from the suspend savepoint"
     else:
-        reconciling_reason, step = status.phase, status.phase
+        reconciling_reason, step = status.phase or "Pending", status.phase or "starting"
     return (
         _condition("Ready", ready, ready_reason, status.message, generation, now, status),
         _condition(

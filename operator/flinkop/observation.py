@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flinkop.actions import Action, UploadJar
 from flinkop.flink_client import JobInfo, LatestSavepoint, SavepointOperation
+from flinkop.spec import Deployment
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,11 @@ class JarCheck:
     cluster_jar_id: str | None = None  # an uploaded jar with that digest, when there is one
     error_reason: str | None = None  # JarFetchFailed | JarDigestMismatch | NotAJar
     error: str | None = None
+    expected_sha256: str | None = None  # the digest the deployment asked for, if any
+
+    def covers(self, target: Deployment) -> bool:
+        """Whether this check is of `target`'s jar (same location, same expected digest)."""
+        return self.uri == target.jar_uri and (self.expected_sha256 or "").lower() == (target.jar_sha256 or "").lower()
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,9 @@ def at_rest(spec: FlinkJobSpec, status: Status, deleting: bool) -> bool:
 
 
 def jar_to_check(spec: FlinkJobSpec, status: Status, deleting: bool) -> Deployment | None:
-    """The deployment whose jar the next submission would use, if one may be needed soon."""
+    """The deployment whose jar the next submission would use, if one may be needed soon: every
+    planner decision that checks a jar (`plan.common.jar_ready`) finds it read by this rule, which
+    tests/unit/test_reads_follow_the_planner.py goes through decision by decision."""
     if deleting:
         return None
     up = status.upgrade
@@ -77,6 +79,8 @@ def jar_to_check(spec: FlinkJobSpec, status: Status, deleting: bool) -> Deployme
         return up.target if in_flight else None
     if status.deployed is None or status.deployed.fingerprint != spec.deployment.fingerprint:
         return spec.deployment
+    if status.phase == "Suspended" and spec.state == "running":
+        return spec.deployment  # a resume submits the wanted spec from the suspend savepoint
     return None
 
 
@@ -119,8 +123,9 @@ def _observe(
             if listed is not None and listed.all_vertices_running:
                 job = JobView(job_id, listed)  # anything else is read in full below
         job_read = reads.start(_job_view, client, job_id) if job is None and job_id else None
-        # An upgrade waits for this job to end: its state is asked for now, not from the cached details.
-        live_read = reads.start(_live_state, client, job_id) if job is None and job_id and up is not None else None
+        # Flink caches a job's details for web.refresh-interval: a job just stopped, suspended or replaced
+        # may still be RUNNING there. Whenever they are read, its state is asked for live too and wins.
+        live_read = reads.start(_live_state, client, job_id) if job is None and job_id else None
         new_job_read = reads.start(_job_view, client, up.new_job_id) if up is not None and up.new_job_id else None
         disposal_read = None
         if status.disposal is not None and status.disposal.trigger_id:
@@ -230,11 +235,19 @@ def savepoint_dir_of(config: dict[str, str]) -> str | None:
     return config.get("execution.checkpointing.savepoint-dir") or config.get("state.savepoints.dir") or None
 
 
+def check_jar(client: FlinkClient, fetcher: JarFetcher, target: Deployment) -> JarCheck | str:
+    """The jar check of `target` alone, for a decision that waited for it (a string: Flink's error)."""
+    try:
+        return _check_jar(client, fetcher, target)
+    except FlinkError as exc:
+        return str(exc.detail if exc.status is None else exc)
+
+
 def _check_jar(client: FlinkClient, fetcher: JarFetcher, target: Deployment) -> JarCheck:
     try:
         local = fetcher.fetch(target.jar_uri, target.jar_sha256)
     except JarError as exc:
-        return JarCheck(uri=target.jar_uri, error_reason=exc.reason, error=str(exc))
+        return JarCheck(uri=target.jar_uri, error_reason=exc.reason, error=str(exc), expected_sha256=target.jar_sha256)
     uploaded = [j for j in client.list_jars() if is_cluster_name_for(j.name, local.sha256)]
     uploaded.sort(key=lambda j: j.uploaded_ms)
     return JarCheck(
@@ -242,4 +255,5 @@ def _check_jar(client: FlinkClient, fetcher: JarFetcher, target: Deployment) -> 
         sha256=local.sha256,
         local_path=local.path,
         cluster_jar_id=uploaded[0].id if uploaded else None,
+        expected_sha256=target.jar_sha256,
     )

@@ -10,7 +10,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from flinkop.flink_client import FlinkClient, FlinkError, FlinkUnreachable
 from flinkop.jar_users import JarUsers
 from flinkop.jars import JarFetcher
 from flinkop.observation import Observation, after_action
-from flinkop.observe import JobsOverviews, observe
+from flinkop.observe import JobsOverviews, check_jar, observe
 from flinkop.plan import Decision, Event, PlanInput, plan, record_action_failure, record_action_result
 from flinkop.slots import UpgradeSlots
 from flinkop.spec import FlinkJobSpec, SpecError, parse_spec
@@ -146,21 +146,35 @@ def run_pass(
         obs = observe(parsed, current, client, fetcher, deleting, clients.overviews)
     else:
         obs = Observation(credentials_error=credentials_error)
-    decision = plan(
-        PlanInput(
-            spec=parsed,
-            status=current,
-            observation=obs,
-            now=now,
-            fresh_id=uuid.uuid4().hex,
-            generation=generation,
-            deleting=deleting,
-            delete_deadline=delete_deadline,
-            name=name,
-            upgrade_slot_free=slots.reserve(uid) if slots is not None else True,
-            jars_used_elsewhere=jar_users.used_elsewhere(uid, client.identity) if jar_users and client else frozenset(),
+    fresh_id = uuid.uuid4().hex
+
+    def decide(observed: Observation) -> Decision:
+        return plan(
+            PlanInput(
+                spec=parsed,
+                status=current,
+                observation=observed,
+                now=now,
+                fresh_id=fresh_id,
+                generation=generation,
+                deleting=deleting,
+                delete_deadline=delete_deadline,
+                name=name,
+                upgrade_slot_free=slots.reserve(uid) if slots is not None else True,
+                jars_used_elsewhere=jar_users.used_elsewhere(uid, client.identity)
+                if jar_users and client
+                else frozenset(),
+            )
         )
-    )
+
+    decision = decide(obs)
+    if decision.needs_jar is not None and client is not None:
+        # The decision waited for a jar check the observation did not make: make it now and plan
+        # again, so no decision ever waits for a read that no pass would make.
+        log.info("the plan needs the jar check of %s; reading it in this pass", decision.needs_jar.jar_uri)
+        checked = check_jar(client, fetcher, decision.needs_jar)
+        obs = replace(obs, jar=checked) if not isinstance(checked, str) else Observation(flink_error=checked)
+        decision = decide(obs)
     if jar_users is not None and client is not None:
         jar_users.record(uid, client.identity, decision.status.jar_id)
     if slots is not None:

@@ -103,6 +103,23 @@ class FlinkJobSpec:
     tls_ca_secret: tuple[str, str] | None = None  # (Secret name, key) of the CA that signs Flink's certificate
     tls_insecure_skip_verify: bool = False
 
+    def attempt_key(self, deployment: Deployment) -> str:
+        """What a failed attempt at `deployment` is remembered by (`status.failure.fingerprint`): the
+        deployment and every policy field that can make the next attempt at it go differently. A
+        stall that needs a person lifts when any of them changes."""
+        policy = [
+            self.allow_non_restored_state,
+            self.restore_failure_policy,
+            self.upgrade_mode,
+            self.savepoint_mode,
+            self.drain,
+            self.savepoint_directory,
+            self.initial_savepoint_path,
+            self.rescale_mode,
+            self.in_place_rescale_timeout_seconds,
+        ]
+        return hashlib.sha256(json.dumps([deployment.fingerprint, policy]).encode()).hexdigest()[:16]
+
     def allow_non_restored_for(self, previous: Deployment | None, target: Deployment) -> bool:
         """The `-n` flag for restoring `target` from a savepoint of `previous`, by the policy."""
         if self.allow_non_restored_state == "Always":
@@ -154,7 +171,7 @@ def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
     sha = jar.get("sha256")
     if sha is not None and not SHA256_RE.match(str(sha)):
         raise SpecError(f"spec.jar.sha256 {sha!r} is not 64 hexadecimal digits")
-    parallelism = spec.get("parallelism")
+    parallelism = spec.get("parallelism", 1)  # the CRD's default, for a manifest that leaves it to an autoscaler
     if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
         raise SpecError(f"spec.parallelism {parallelism!r} must be an integer >= 1")
     args = spec.get("args") or []

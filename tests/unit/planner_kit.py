@@ -87,17 +87,24 @@ def gone(job_id: str) -> JobView:
     return JobView(job_id, None)
 
 
-def jar_uploaded(uri: str = JAR_V1) -> JarCheck:
-    return JarCheck(uri=uri, sha256=SHA, local_path=Path("/cache/job.jar"), cluster_jar_id=JAR_IDS[uri])
+def jar_uploaded(uri: str = JAR_V1, expected_sha256: str | None = None) -> JarCheck:
+    """`expected_sha256`: the digest the deployment asks for (jar.sha256), if any."""
+    return JarCheck(
+        uri=uri,
+        sha256=SHA,
+        local_path=Path("/cache/job.jar"),
+        cluster_jar_id=JAR_IDS[uri],
+        expected_sha256=expected_sha256,
+    )
 
 
-def jar_fetched(uri: str = JAR_V1) -> JarCheck:
+def jar_fetched(uri: str = JAR_V1, expected_sha256: str | None = None) -> JarCheck:
     """Fetched and checked, not yet on the cluster."""
-    return JarCheck(uri=uri, sha256=SHA, local_path=Path("/cache/job.jar"))
+    return JarCheck(uri=uri, sha256=SHA, local_path=Path("/cache/job.jar"), expected_sha256=expected_sha256)
 
 
-def jar_bad(uri: str, reason: str, error: str) -> JarCheck:
-    return JarCheck(uri=uri, error_reason=reason, error=error)
+def jar_bad(uri: str, reason: str, error: str, expected_sha256: str | None = None) -> JarCheck:
+    return JarCheck(uri=uri, error_reason=reason, error=error, expected_sha256=expected_sha256)
 
 
 def savepoint(status: SavepointStatus, location: str | None = None, failure: str | None = None) -> SavepointOperation:

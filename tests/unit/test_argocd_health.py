@@ -135,12 +135,13 @@ SUSPENDED = run(
 
 # -- corners the planner does not stop at, with the conditions it would derive ---------------
 
-# Phase Failed, but the failure belongs to an older spec, so Stalled is False.
+# Phase Failed, but the failure belongs to an older spec, so Stalled is False (and the next pass
+# works on the current spec: Reconciling).
 FAILED_NOT_STALLED = derived(
     steady(V1, phase="Failed", message="Job 1 is FAILED.", failure=Failure("JobTerminated", "Job 1 is FAILED.", "old")),
     V1,
 )
-# Phase Suspended while the spec asks to run again: neither Ready, Reconciling nor Stalled.
+# Phase Suspended while the spec asks to run again: Reconciling (the resume), neither Ready nor Stalled.
 SUSPENDED_NOT_READY = derived(steady(V1, phase="Suspended", message="Job suspended."), V1)
 # Suspended, and a stall on the current spec: Stalled wins.
 SUSPENDED_AND_STALLED = derived(
@@ -242,7 +243,7 @@ CASES = [
     ),
     # Otherwise: Progressing.
     pytest.param(
-        flinkjob(SUSPENDED_NOT_READY), "Progressing", "Job suspended.", id="suspended-not-ready-not-reconciling"
+        flinkjob(SUSPENDED_NOT_READY), "Progressing", "Job suspended.", id="suspended-while-asked-to-run-is-progressing"
     ),
 ]
 
@@ -266,9 +267,9 @@ def test_the_statuses_are_the_ones_the_rules_are_about() -> None:
     assert CAUSE in stalled_msg(ROLLED_BACK)
     assert conds(RESTORE_FAILED_POLICY_FAIL) == ("Failed", "False", "False", "True")
     assert conds(JOB_ENDED) == ("Failed", "False", "False", "True")
-    assert conds(FAILED_NOT_STALLED) == ("Failed", "False", "False", "False")
+    assert conds(FAILED_NOT_STALLED) == ("Failed", "False", "True", "False")
     assert conds(SUSPENDED) == ("Suspended", "True", "False", "False")
-    assert conds(SUSPENDED_NOT_READY) == ("Suspended", "False", "False", "False")
+    assert conds(SUSPENDED_NOT_READY) == ("Suspended", "False", "True", "False")
     assert conds(SUSPENDED_AND_STALLED) == ("Suspended", "False", "False", "True")
     assert conds(SUSPENDING) == ("Running", "False", "True", "False")
     assert conds(MANUAL_SAVEPOINT)[:2] == ("Running", "True")

@@ -251,7 +251,8 @@ def test_spec_change_triggers_a_savepoint_with_the_trigger_id_recorded_first(
 )
 def test_change_to_the_deployment_is_an_upgrade_through_a_savepoint(fields: dict[str, object]) -> None:
     to = make_spec(**fields)
-    d = run(to, steady(V1), Observation(job=job(OLD_JOB), jar=jar_uploaded(to.deployment.jar_uri)))
+    jar = jar_uploaded(to.deployment.jar_uri, to.deployment.jar_sha256)
+    d = run(to, steady(V1), Observation(job=job(OLD_JOB), jar=jar))
     assert isinstance(d.action, TriggerSavepoint)
     assert d.status.upgrade is not None and d.status.upgrade.target == to.deployment
 

@@ -133,10 +133,14 @@ def test_invalid_spec_is_refused_naming_the_field(fields: dict[str, Any], names:
     assert names in str(exc.value)
 
 
-@pytest.mark.parametrize("key", ["flinkRestUrl", "jar", "parallelism"])
+@pytest.mark.parametrize("key", ["flinkRestUrl", "jar"])
 def test_required_field_missing_is_refused_naming_it(key: str) -> None:
     with pytest.raises(SpecError, match=f"spec.{key}"):
         parse_spec(without(key))
+
+
+def test_parallelism_left_out_is_one_as_the_crd_defaults_it() -> None:
+    assert parse_spec(without("parallelism")).deployment.parallelism == 1
 
 
 def test_bad_jar_scheme_message_says_which_schemes_work() -> None:

@@ -1,0 +1,95 @@
+"""The planner: a pure function from (spec, status, observation) to the next step.
+
+It decides the status to record (the write-ahead log: any trigger or job id the action will use
+is in it) and at most one side effect to take after that status is written. It never performs
+I/O, reads no clock and makes no random ids: `now` and `fresh_id` come in with the input.
+
+Its parts: `steady` (nothing in flight: compare wanted with running), `upgrade` (deploys,
+upgrades, rollbacks), `rescale`, `savepoints` (suspend, manual and periodic savepoints, retention),
+`deletion`, `outcomes` (what an action's result does to the status), and `common` (shared by all).
+"""
+
+from __future__ import annotations
+
+from flinkop import status as st
+from flinkop.plan.common import (
+    BACKOFF_BASE,
+    BACKOFF_MAX,
+    NEEDS_A_PERSON,
+    POLL,
+    POLL_FAST,
+    POLL_SAVEPOINT,
+    POLL_STOPPING,
+    Decision,
+    Draft,
+    Event,
+    PlanInput,
+    backoff_seconds,
+    flink_unreachable,
+    stall,
+)
+from flinkop.plan.deletion import delete_given_up, past_delete_deadline, plan_delete
+from flinkop.plan.outcomes import jar_missing, record_action_failure, record_action_result
+from flinkop.plan.rescale import rescaling
+from flinkop.plan.savepoints import savepointing
+from flinkop.plan.steady import plan_steady
+from flinkop.plan.upgrade import cancelling, submitting
+from flinkop.spec import FlinkJobSpec, SpecError
+from flinkop.status import Upgrade
+
+
+def plan(inp: PlanInput) -> Decision:
+    d = Draft(inp, inp.status)
+    spec = inp.spec
+    if inp.deleting and past_delete_deadline(inp):
+        if isinstance(spec, SpecError):
+            return delete_given_up(d, f"the spec is invalid ({spec})")
+        if inp.observation.flink_error is not None:
+            return delete_given_up(d, f"Flink is unreachable ({inp.observation.flink_error})")
+        if inp.observation.credentials_error is not None:
+            return delete_given_up(d, f"no credentials for Flink ({inp.observation.credentials_error})")
+    if isinstance(spec, SpecError):
+        if inp.deleting and d.status.job_id is None and d.status.upgrade is None:
+            d.event("Deleted", "No job was ever started for this FlinkJob (its spec is invalid); nothing to stop.")
+            return d.finish(done_deleting=True)
+        return stall(d, "InvalidSpec", f"The spec is invalid: {spec}", None)
+    obs = inp.observation
+    if obs.credentials_error is not None:
+        message = f"Cannot talk to Flink: {obs.credentials_error}. Nothing is changed until that is fixed."
+        return stall(d, "CredentialsUnavailable", message, None)
+    if obs.flink_error is not None:
+        return flink_unreachable(d, spec, obs.flink_error)
+    if inp.deleting:
+        return plan_delete(d, spec)
+    if d.status.upgrade is not None:
+        return continue_upgrade(d, spec, d.status.upgrade)
+    return plan_steady(d, spec)
+
+
+def continue_upgrade(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
+    if up.step == st.SAVEPOINTING:
+        return savepointing(d, spec, up)
+    if up.step == st.CANCELLING:
+        return cancelling(d, up)
+    if up.step == st.RESCALING:
+        return rescaling(d, spec, up)
+    return submitting(d, spec, up)
+
+
+__all__ = [
+    "BACKOFF_BASE",
+    "BACKOFF_MAX",
+    "NEEDS_A_PERSON",
+    "POLL",
+    "POLL_FAST",
+    "POLL_SAVEPOINT",
+    "POLL_STOPPING",
+    "Decision",
+    "Event",
+    "PlanInput",
+    "backoff_seconds",
+    "jar_missing",
+    "plan",
+    "record_action_failure",
+    "record_action_result",
+]
