@@ -49,6 +49,8 @@ SPEC_OPS = (
     "history_limit",
     "delete_recreate",
     "apply_manifest",
+    "suspend_then_resume",
+    "stall_then_policy",
 )
 FAULT_OPS = ("kill_operator", "flink_down", "slow_savepoints", "fail_savepoints")
 
@@ -72,6 +74,10 @@ WEIGHTS: dict[str, int] = {
     "history_limit": 3,
     "delete_recreate": 2,
     "apply_manifest": 4,
+    # The two sequences of issue 12: resume soon after the suspension took effect, and allow
+    # dropping state once a dropped (or renamed) stateful operator has stalled the upgrade.
+    "suspend_then_resume": 3,
+    "stall_then_policy": 3,
     "kill_operator": 4,
     "flink_down": 3,
     "slow_savepoints": 3,
@@ -124,6 +130,14 @@ def _spec_op(rng: random.Random, kind: str, target: str) -> Op:
         params = {"limit": rng.randint(1, 5)}
     elif kind == "delete_recreate":
         params = {"recreate_after": round(rng.uniform(0, 5), 1)}
+    elif kind == "suspend_then_resume":
+        params = {"resume_after": round(rng.uniform(0, MAX_GAP_SECONDS), 1)}
+    elif kind == "stall_then_policy":
+        params = {
+            "variant": rng.choice(["drop", "uid"]),
+            "policy": rng.choice(["Always", "OnJarChange"]),
+            "after": round(rng.uniform(0, MAX_GAP_SECONDS), 1),
+        }
     elif kind == "apply_manifest":
         # A whole manifest as Git holds it: the current wanted spec with a few fields redrawn.
         params = {

@@ -72,6 +72,9 @@ class SoakBed:
     workdir: Path
     observe_interval: float = 3.0
     settle_timeout: float = 240.0
+    # Another operator source tree to run (its `operator/` directory), e.g. an older commit's, to
+    # see that the soak catches a bug that commit has. None: this repository's operator.
+    operator_src: Path | None = None
 
 
 @dataclass
@@ -128,7 +131,10 @@ class Soak:
             self.bed.kube.admin_kubeconfig,
             name="soak-operator",
             args=("--namespace", self.bed.namespace),
-            extra_env={"FLINKOP_OBSERVE_INTERVAL": f"{self.bed.observe_interval:g}"},
+            extra_env={
+                "FLINKOP_OBSERVE_INTERVAL": f"{self.bed.observe_interval:g}",
+                **({"PYTHONPATH": str(self.bed.operator_src)} if self.bed.operator_src else {}),
+            },
         )
 
     def args_for(self, name: str, variant: str) -> list[str]:
@@ -212,6 +218,20 @@ class Soak:
             self.patch(name, {"state": "suspended"})
         elif op.kind == "resume":
             self.patch(name, {"state": "running"})
+        elif op.kind == "suspend_then_resume":
+            self.patch(name, {"state": "suspended"})
+            self.wait_for(name, lambda st: st.get("phase") == "Suspended", "phase Suspended")
+            time.sleep(p["resume_after"])
+            self.patch(name, {"state": "running"})
+        elif op.kind == "stall_then_policy":
+            self.patch(name, {"args": self.args_for(name, p["variant"]), "allowNonRestoredState": "Never"})
+            self.wait_for(
+                name,
+                lambda st: condition(st, "Stalled").get("status") == "True",
+                "a stall (the upgrade cannot map the counter's state)",
+            )
+            time.sleep(p["after"])
+            self.patch(name, {"allowNonRestoredState": p["policy"]})
         elif op.kind == "parallelism_scale":
             self.bed.kube.kubectl(
                 "scale", f"flinkjob/{name}", f"--replicas={p['parallelism']}", "-n", self.bed.namespace
@@ -246,6 +266,18 @@ class Soak:
             self.stalls.pop(name, None)
         else:
             raise ValueError(f"unknown operation {op.kind}")
+
+    def wait_for(self, name: str, predicate: Callable[[Mapping[str, Any]], bool], what: str) -> bool:
+        """Waits (at most 60 s) for a status the next step of a compound operation starts from.
+        Returns False when it did not come (the FlinkJob was in another state, say suspended):
+        the compound operation then goes on anyway, as a person who gave up waiting would."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if predicate(self.jobs.get(name).get("status") or {}):
+                return True
+            time.sleep(0.5)
+        _say(f"   {name}: no {what} within 60 s; going on")
+        return False
 
     # -- quiescent points ----------------------------------------------------------------------
 
@@ -410,7 +442,8 @@ class Soak:
 
     def run(self) -> SoakResult:
         started = time.monotonic()
-        _say(f"seed={self.seed}, {self.result.operations} operations, namespace {self.bed.namespace}")
+        source = f", operator from {self.bed.operator_src}" if self.bed.operator_src else ""
+        _say(f"seed={self.seed}, {self.result.operations} operations, namespace {self.bed.namespace}{source}")
         try:
             self.flink_rest.cancel_running_jobs()  # the soak's cluster starts empty: every job is its own
             self.start_operator()

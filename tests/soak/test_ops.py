@@ -20,6 +20,7 @@ def test_a_long_run_draws_every_operation_and_fault_with_gaps_within_bounds() ->
     assert {op.target for op in ops if op.kind in SPEC_OPS} == set(NAMES)
     assert {op.params["policy"] for op in ops if op.kind == "allow_non_restored"} == {"Never", "Always", "OnJarChange"}
     assert {op.params["variant"] for op in ops if op.kind == "args"} >= {"drop", "uid"}
+    assert {op.params["policy"] for op in ops if op.kind == "stall_then_policy"} == {"Always", "OnJarChange"}
     downs = [op.params["seconds"] for op in ops if op.kind == "flink_down"]
     assert all(2 <= s <= 20 for s in downs)
 
