@@ -97,6 +97,19 @@ class SoakResult:
         )
 
 
+ROUTINE_FLINK_LINES = ("Triggering checkpoint", "Completed checkpoint", "Marking checkpoint")
+
+
+def flink_tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a Flink log without the routine checkpoint lines that bury the rest."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return f"(cannot read {path}: {exc})"
+    kept = [line for line in text if not any(r in line for r in ROUTINE_FLINK_LINES)]
+    return "\n".join(kept[-lines:])
+
+
 def _say(message: str) -> None:
     print(f"[soak {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -435,8 +448,8 @@ class Soak:
                 *(f"  {i + 1:3d}. {d}" for i, d in enumerate(self.done)),
                 "--- operator log tail ---",
                 operator_tail,
-                "--- Flink log tails ---",
-                self.bed.flink.log_tails(40),
+                "--- Flink log tails (routine checkpoint lines left out) ---",
+                *(f"--- {p.name} ({p.log_path}) ---\n{flink_tail(p.log_path, 60)}" for p in self.bed.flink.processes),
             ]
         )
 
