@@ -408,7 +408,7 @@ def _operation_failure(body: dict[str, Any]) -> str | None:
     return summarize_exception(str(cause.get("stack-trace") or cause.get("class") or cause))
 
 
-def summarize_exception(text: str, limit: int = 400) -> str:
+def summarize_exception(text: str, limit: int = 1000) -> str:
     """Flink's stack traces, cut to what a person needs: the deepest 'Caused by' message."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not lines:

@@ -61,6 +61,9 @@ class Observation:
     jar: JarCheck | None = None
     disposal: SavepointOperation | None = None  # status.disposal's operation
     resource_requirements: dict[str, int] | None = None  # per-vertex upper bounds, during an in-place rescale
+    # When a start from a savepoint failed because state could not be mapped: which operators (by uid
+    # and name, read from the savepoint's _metadata) lost their state, and what to do.
+    restore_diagnosis: str | None = None
 
 
 def after_action(obs: Observation, action: Action, result: str | None) -> Observation | None:

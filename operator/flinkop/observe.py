@@ -19,6 +19,7 @@ from flinkop import status as st
 from flinkop.flink_client import FlinkClient, FlinkError, FlinkNotFound, JobInfo
 from flinkop.jars import JarError, JarFetcher, is_cluster_name_for
 from flinkop.observation import JarCheck, JobView, Observation
+from flinkop.savepoint_metadata import explain_unmapped, unmapped_operator_ids
 from flinkop.spec import Deployment, FlinkJobSpec
 from flinkop.status import Status
 
@@ -150,6 +151,12 @@ def _observe(
         forgotten = savepoint is None or savepoint.status == "UNKNOWN"
         if forgotten and job is not None and not job.active and not job.missing:
             latest = client.latest_savepoint(up.from_job_id)
+    diagnosis = None
+    if up is not None and up.savepoint_path:
+        failed = new_job.failure if new_job is not None and new_job.info is not None and new_job.info.terminal else None
+        text = failed or up.last_error or ""
+        if unmapped_operator_ids(text):
+            diagnosis = explain_unmapped(text, up.savepoint_path)
     requirements = None
     if up is not None and up.kind == st.RESCALE and job is not None and job.active:
         requirements = client.resource_requirements(job.job_id)
@@ -163,6 +170,7 @@ def _observe(
         latest_savepoint=latest,
         jar=jar,
         disposal=disposal,
+        restore_diagnosis=diagnosis,
     )
 
 

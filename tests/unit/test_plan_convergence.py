@@ -155,3 +155,23 @@ def test_an_upgrade_that_ends_after_the_spec_changed_again_is_followed_by_a_pass
 def test_suspend_savepoint_is_kept_as_the_restore_point_record() -> None:
     last, _ = _suspended_just_now()
     assert last == Savepoint(SP_PATH, iso(at(2)), "suspend")
+
+
+def test_a_restore_failure_names_the_lost_operator_through_the_rollback_to_the_stalled_condition() -> None:
+    from planner_kit import savepoint_taken
+
+    diagnosis = "operator uid `counter` (name `counter`) holds state the new version has no operator for: keep it."
+    failed = Observation(
+        job=job(OLD_JOB, "FINISHED"),
+        new_job=job(NEW_JOB, "FAILED", failure="Cannot map checkpoint/savepoint state for operator 0da0"),
+        jar=jar_uploaded(JAR_V2),
+        restore_diagnosis=diagnosis,
+    )
+    rolling = run(V2, savepoint_taken(V1, V2), failed, now=at(20), fresh_id=ROLLBACK_JOB)
+    assert "uid `counter`" in rolling.status.message
+    assert any("uid `counter`" in e.message for e in rolling.events)
+    submitted = run(V2, rolling.status, Observation(job=job(NEW_JOB, "FAILED"), jar=jar_uploaded()), now=at(21))
+    done = run(
+        V2, submitted.status, Observation(job=job(NEW_JOB, "FAILED"), new_job=job(ROLLBACK_JOB)), now=at(30)
+    )
+    assert "uid `counter`" in condition(done, "Stalled")["message"]

@@ -202,6 +202,9 @@ def upgrade_done(d: Draft, up: Upgrade, parallelism: int, jar: JarCheck | None) 
 def start_failed(d: Draft, spec: FlinkJobSpec, up: Upgrade, cause: str) -> Decision:
     """The new job did not come up: roll back to the last stable spec, or stop and report."""
     s = d.status
+    diagnosis = d.inp.observation.restore_diagnosis
+    if diagnosis and diagnosis not in cause:
+        cause = f"{cause} ({diagnosis.rstrip('.')})"  # which operators lost their state, and what to do
     stable = s.last_stable
     can_roll_back = (
         up.kind == st.UPGRADE
