@@ -61,9 +61,9 @@ class JobInfo:
     def all_vertices_running(self) -> bool:
         if self.state != "RUNNING":
             return False
-        if self.vertices:
-            return all(v.status == "RUNNING" for v in self.vertices)
-        return self.tasks is not None and self.tasks[1] > 0 and self.tasks[0] == self.tasks[1]
+        if self.tasks is not None:  # from the live overview: wins over vertices from cached details
+            return self.tasks[1] > 0 and self.tasks[0] == self.tasks[1]
+        return bool(self.vertices) and all(v.status == "RUNNING" for v in self.vertices)
 
     @property
     def parallelism(self) -> int:

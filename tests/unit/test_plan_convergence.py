@@ -171,7 +171,29 @@ def test_a_restore_failure_names_the_lost_operator_through_the_rollback_to_the_s
     assert "uid `counter`" in rolling.status.message
     assert any("uid `counter`" in e.message for e in rolling.events)
     submitted = run(V2, rolling.status, Observation(job=job(NEW_JOB, "FAILED"), jar=jar_uploaded()), now=at(21))
-    done = run(
-        V2, submitted.status, Observation(job=job(NEW_JOB, "FAILED"), new_job=job(ROLLBACK_JOB)), now=at(30)
-    )
+    done = run(V2, submitted.status, Observation(job=job(NEW_JOB, "FAILED"), new_job=job(ROLLBACK_JOB)), now=at(30))
     assert "uid `counter`" in condition(done, "Stalled")["message"]
+
+
+def test_a_starting_job_is_running_as_soon_as_the_live_overview_says_every_task_runs() -> None:
+    from flinkop.flink_client import JobInfo
+    from flinkop.observe import with_live_tasks
+
+    cached = job(NEW_JOB, "RUNNING", vertices=("RUNNING", "INITIALIZING"))  # details cached seconds ago
+    live = JobInfo(NEW_JOB, "test-job", "RUNNING", tasks=(4, 4))
+    merged = with_live_tasks(cached, live)
+    assert merged.info is not None and merged.info.all_vertices_running
+    assert merged.info.parallelism == 2  # still from the details
+    stalled = with_live_tasks(job(NEW_JOB), JobInfo(NEW_JOB, "test-job", "RUNNING", tasks=(3, 4)))
+    assert stalled.info is not None and not stalled.info.all_vertices_running
+
+
+def test_a_starting_job_that_ended_is_taken_as_ended_only_with_its_details_and_their_exception() -> None:
+    from flinkop.flink_client import JobInfo
+    from flinkop.observe import with_live_tasks
+
+    failed_live = JobInfo(NEW_JOB, "test-job", "FAILED", tasks=(0, 4))
+    waiting = with_live_tasks(job(NEW_JOB), failed_live)
+    assert waiting.info is not None and not waiting.info.terminal and not waiting.info.all_vertices_running
+    ended = with_live_tasks(job(NEW_JOB, "FAILED", failure="boom"), failed_live)
+    assert ended.info is not None and ended.info.terminal and ended.failure == "boom"
