@@ -75,6 +75,16 @@ class JobInfo:
 
 
 @dataclass(frozen=True)
+class StartProgress:
+    """A starting job's progress: checkpointing on or off, when its latest checkpoint completed
+    (ms since the epoch), and each failure (a restart under its restart strategy) as (ms, cause)."""
+
+    checkpointing: bool
+    latest_checkpoint_ms: int | None = None
+    failures: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class SavepointOperation:
     status: SavepointStatus
     location: str | None = None
@@ -398,6 +408,33 @@ class FlinkClient:
         if not path:
             return None
         return LatestSavepoint(path=str(path), trigger_timestamp_ms=int(latest.get("trigger_timestamp", 0)))
+
+    def start_progress(self, job_id: str) -> StartProgress:
+        """What tells whether a job that just started is stable: whether it checkpoints, when its
+        latest checkpoint completed, and the failures (each one a restart) since it started. All
+        three are views Flink caches for web.refresh-interval: they lag, never lead."""
+        try:
+            config = self._request(
+                f"read checkpoint config of job {job_id}", "GET", f"/jobs/{job_id}/checkpoints/config"
+            )
+            interval = int(config.get("interval", 0) or 0)
+            checkpointing = 0 < interval < 2**62
+        except FlinkNotFound:  # Flink answers 404 for a job without checkpointing
+            checkpointing = False
+        latest_ms = None
+        if checkpointing:
+            stats = self._request(f"read checkpoints of job {job_id}", "GET", f"/jobs/{job_id}/checkpoints")
+            completed = (stats.get("latest") or {}).get("completed") or {}
+            if completed:
+                latest_ms = int(completed.get("latest_ack_timestamp", 0) or 0) or None
+        body = self._request(f"read exceptions of job {job_id}", "GET", f"/jobs/{job_id}/exceptions")
+        entries = (body.get("exceptionHistory") or {}).get("entries") or []
+        failures = sorted(
+            (int(e.get("timestamp", 0) or 0), summarize_exception(str(e.get("stacktrace") or e.get("exceptionName"))))
+            for e in entries
+            if isinstance(e, dict)
+        )
+        return StartProgress(checkpointing, latest_ms, tuple(failures))
 
 
 def _operation_failure(body: dict[str, Any]) -> str | None:

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from flinkop import status as st
-from flinkop.flink_client import FlinkClient, FlinkError, FlinkNotFound, JobInfo
+from flinkop.flink_client import FlinkClient, FlinkError, FlinkNotFound, JobInfo, StartProgress
 from flinkop.jars import JarError, JarFetcher, is_cluster_name_for
 from flinkop.observation import JarCheck, JobView, Observation
 from flinkop.savepoint_metadata import explain_unmapped, unmapped_operator_ids
@@ -132,6 +132,10 @@ def _observe(
         # (the details above are cached for web.refresh-interval and would make Ready come seconds late).
         starting = up is not None and up.new_job_id is not None and up.step in (st.SUBMITTING, st.STARTING)
         live_overview = reads.start(client.jobs_overview) if starting else None
+        # The stability gate: checkpoints and failures of the job being started (plan.stability).
+        progress_read = (
+            reads.start(_start_progress, client, up.new_job_id) if starting and up and up.new_job_id else None
+        )
         disposal_read = None
         if status.disposal is not None and status.disposal.trigger_id:
             disposal_read = reads.start(client.disposal_status, status.disposal.trigger_id)
@@ -149,6 +153,7 @@ def _observe(
         new_job = new_job_read.result() if new_job_read is not None else None
         if new_job is not None and new_job.info is not None and live_overview is not None:
             new_job = with_live_tasks(new_job, live_overview.result().get(new_job.job_id))
+        progress = progress_read.result() if progress_read is not None else None
         disposal = disposal_read.result() if disposal_read is not None else None
         config = config_read.result() if config_read is not None else {}
         jar = jar_read.result() if jar_read is not None else None
@@ -177,6 +182,7 @@ def _observe(
         jar=jar,
         disposal=disposal,
         restore_diagnosis=diagnosis,
+        new_job_progress=progress,
     )
 
 
@@ -221,6 +227,13 @@ def with_live_tasks(view: JobView, listed: JobInfo | None) -> JobView:
         return view
     state = listed.state if listed.state == "RUNNING" else view.info.state
     return JobView(view.job_id, replace(view.info, state=state, tasks=listed.tasks), view.failure)
+
+
+def _start_progress(client: FlinkClient, job_id: str) -> StartProgress | None:
+    try:
+        return client.start_progress(job_id)
+    except FlinkNotFound:
+        return None
 
 
 def _live_state(client: FlinkClient, job_id: str) -> str | None:

@@ -17,6 +17,7 @@ from planner_kit import (
     OLD_JOB,
     ROLLBACK_JOB,
     SP_PATH,
+    STABLE,
     TRIGGER,
     V1,
     at,
@@ -78,7 +79,12 @@ def _rolled_back(spec: object = V2) -> object:
     failed = Observation(job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB, "FAILED", failure="not mapped"))
     rolling = run(V2, taken, replace(failed, jar=jar_uploaded(JAR_V2)), now=at(20), fresh_id=ROLLBACK_JOB)
     submitted = run(V2, rolling.status, Observation(job=job(NEW_JOB, "FAILED"), jar=jar_uploaded()), now=at(21))
-    done = run(V2, submitted.status, Observation(job=job(NEW_JOB, "FAILED"), new_job=job(ROLLBACK_JOB)), now=at(30))
+    done = run(
+        V2,
+        submitted.status,
+        Observation(job=job(NEW_JOB, "FAILED"), new_job=job(ROLLBACK_JOB), new_job_progress=STABLE),
+        now=at(30),
+    )
     assert condition(done, "Stalled")["reason"] == "RestoreFailed"
     return done.status
 
@@ -146,7 +152,9 @@ def test_an_upgrade_that_ends_after_the_spec_changed_again_is_followed_by_a_pass
 
     taken = savepoint_taken(V1, V2)
     v3 = make_spec(jar={"uri": JAR_V2}, args=["--v3"])
-    d = run(v3, taken, Observation(job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB)), now=at(15))
+    d = run(
+        v3, taken, Observation(job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB), new_job_progress=STABLE), now=at(15)
+    )
     assert d.status.phase == "Running" and d.status.deployed == V2.deployment
     assert cond_status(d)["Reconciling"] == "True"
     assert d.requeue_after is not None
@@ -171,7 +179,12 @@ def test_a_restore_failure_names_the_lost_operator_through_the_rollback_to_the_s
     assert "uid `counter`" in rolling.status.message
     assert any("uid `counter`" in e.message for e in rolling.events)
     submitted = run(V2, rolling.status, Observation(job=job(NEW_JOB, "FAILED"), jar=jar_uploaded()), now=at(21))
-    done = run(V2, submitted.status, Observation(job=job(NEW_JOB, "FAILED"), new_job=job(ROLLBACK_JOB)), now=at(30))
+    done = run(
+        V2,
+        submitted.status,
+        Observation(job=job(NEW_JOB, "FAILED"), new_job=job(ROLLBACK_JOB), new_job_progress=STABLE),
+        now=at(30),
+    )
     assert "uid `counter`" in condition(done, "Stalled")["message"]
 
 
