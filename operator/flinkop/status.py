@@ -96,10 +96,10 @@ class Upgrade:
             "reason": self.reason,
             "nonce": self.nonce,
         }
-        if self.target_jar_id is not None:
-            d["targetJarId"] = self.target_jar_id
-        if self.unstable is not None:
-            d["unstable"] = self.unstable
+        # Always present, null when unset: a status patch is a merge patch, and a key left out
+        # would keep the value of the upgrade recorded before this one.
+        d["targetJarId"] = self.target_jar_id
+        d["unstable"] = self.unstable
         return d
 
     @classmethod

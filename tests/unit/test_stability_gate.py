@@ -131,3 +131,12 @@ def test_a_rollback_that_fails_the_gate_too_stalls_with_both_causes_and_stops_tr
     assert "Rollback failed too" in message and message.count("did not pass the stability gate") == 2
     again = run(V2, stalled.status, Observation(job=job(ROLLBACK_JOB, "CANCELED")), now=at(90))
     assert again.action is None and condition(again, "Stalled")["status"] == "True"
+
+
+def test_a_field_cleared_in_the_upgrade_record_is_sent_as_null_so_the_merge_patch_removes_it() -> None:
+    """A status patch is a JSON merge patch: a key left out keeps the value the previous record had
+    (a rollback would inherit its failed start's `unstable`, a re-upload its deleted jar id)."""
+    up = savepoint_taken(V1, V2).upgrade
+    assert up is not None
+    patch = replace(up, target_jar_id=None, unstable=None).to_dict()
+    assert patch["targetJarId"] is None and patch["unstable"] is None
