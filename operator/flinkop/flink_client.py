@@ -61,9 +61,9 @@ class JobInfo:
     def all_vertices_running(self) -> bool:
         if self.state != "RUNNING":
             return False
-        if self.vertices:
-            return all(v.status == "RUNNING" for v in self.vertices)
-        return self.tasks is not None and self.tasks[1] > 0 and self.tasks[0] == self.tasks[1]
+        if self.tasks is not None:  # from the live overview: wins over vertices from cached details
+            return self.tasks[1] > 0 and self.tasks[0] == self.tasks[1]
+        return bool(self.vertices) and all(v.status == "RUNNING" for v in self.vertices)
 
     @property
     def parallelism(self) -> int:
@@ -72,6 +72,16 @@ class JobInfo:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_JOB_STATES
+
+
+@dataclass(frozen=True)
+class StartProgress:
+    """A starting job's progress: checkpointing on or off, when its latest checkpoint completed
+    (ms since the epoch), and each failure (a restart under its restart strategy) as (ms, cause)."""
+
+    checkpointing: bool
+    latest_checkpoint_ms: int | None = None
+    failures: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -399,6 +409,33 @@ class FlinkClient:
             return None
         return LatestSavepoint(path=str(path), trigger_timestamp_ms=int(latest.get("trigger_timestamp", 0)))
 
+    def start_progress(self, job_id: str) -> StartProgress:
+        """What tells whether a job that just started is stable: whether it checkpoints, when its
+        latest checkpoint completed, and the failures (each one a restart) since it started. All
+        three are views Flink caches for web.refresh-interval: they lag, never lead."""
+        try:
+            config = self._request(
+                f"read checkpoint config of job {job_id}", "GET", f"/jobs/{job_id}/checkpoints/config"
+            )
+            interval = int(config.get("interval", 0) or 0)
+            checkpointing = 0 < interval < 2**62
+        except FlinkNotFound:  # Flink answers 404 for a job without checkpointing
+            checkpointing = False
+        latest_ms = None
+        if checkpointing:
+            stats = self._request(f"read checkpoints of job {job_id}", "GET", f"/jobs/{job_id}/checkpoints")
+            completed = (stats.get("latest") or {}).get("completed") or {}
+            if completed:
+                latest_ms = int(completed.get("latest_ack_timestamp", 0) or 0) or None
+        body = self._request(f"read exceptions of job {job_id}", "GET", f"/jobs/{job_id}/exceptions")
+        entries = (body.get("exceptionHistory") or {}).get("entries") or []
+        failures = sorted(
+            (int(e.get("timestamp", 0) or 0), summarize_exception(str(e.get("stacktrace") or e.get("exceptionName"))))
+            for e in entries
+            if isinstance(e, dict)
+        )
+        return StartProgress(checkpointing, latest_ms, tuple(failures))
+
 
 def _operation_failure(body: dict[str, Any]) -> str | None:
     """The cause of a finished asynchronous operation (savepoint, disposal) that failed, if it did."""
@@ -408,7 +445,7 @@ def _operation_failure(body: dict[str, Any]) -> str | None:
     return summarize_exception(str(cause.get("stack-trace") or cause.get("class") or cause))
 
 
-def summarize_exception(text: str, limit: int = 400) -> str:
+def summarize_exception(text: str, limit: int = 1000) -> str:
     """Flink's stack traces, cut to what a person needs: the deepest 'Caused by' message."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not lines:

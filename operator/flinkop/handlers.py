@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -162,18 +161,33 @@ def _one_pass(
 @kopf.on.update(GROUP, VERSION, PLURAL)
 def on_change(body: kopf.Body, **_: Any) -> None:
     """Runs passes until the spec is reached (or stalled), coming back while steps are in flight."""
+    uid = body["metadata"]["uid"]
+    _changing.add(uid)
     result = _pass(body)
     if result.requeue_after is not None:
         raise kopf.TemporaryError(result.decision.status.message or "in progress", delay=result.requeue_after)
+    _changing.discard(uid)
+
+
+# Resources whose change handler is coming back to them (kopf retries it while steps are in flight):
+# the timer leaves those to it, and carries on with work only it found (a job that ended, a periodic
+# savepoint), so either way exactly one of them follows a pass that asked for another.
+_changing: set[str] = set()
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.observe_interval, initial_delay=SETTINGS.observe_interval)
 def on_timer(body: kopf.Body, **_: Any) -> None:
     """Looks at a resource at rest: notices a job that failed or was cancelled outside the operator."""
-    if body.get("metadata", {}).get("deletionTimestamp"):
+    if body.get("metadata", {}).get("deletionTimestamp") or body["metadata"]["uid"] in _changing:
         return
-    with contextlib.suppress(kopf.TemporaryError):  # a concurrent write won; the next tick looks again
-        _pass(body)
+    try:
+        result = _pass(body)
+    except kopf.TemporaryError:  # a concurrent write won: looked at again at once
+        raise kopf.TemporaryError("looking again after a concurrent write", delay=0.2) from None
+    if result.requeue_after is not None:
+        # Level-triggered: work the look found (or left under way) goes on at its own pace, not the
+        # timer's interval; kopf runs a timer again after a TemporaryError's delay, in memory.
+        raise kopf.TemporaryError(result.decision.status.message or "in progress", delay=result.requeue_after)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -183,6 +197,7 @@ def on_delete(body: kopf.Body, **_: Any) -> None:
     if not result.done_deleting:
         raise kopf.TemporaryError(result.decision.status.message or "deleting", delay=result.requeue_after or 1.0)
     forget_resource(body["metadata"]["uid"])
+    _changing.discard(body["metadata"]["uid"])
     _slots.release(body["metadata"]["uid"])
     _jar_users.forget(body["metadata"]["uid"])
     METRICS.forget(body["metadata"]["uid"])

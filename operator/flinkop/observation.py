@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flinkop.actions import Action, UploadJar
-from flinkop.flink_client import JobInfo, LatestSavepoint, SavepointOperation
+from flinkop.flink_client import JobInfo, LatestSavepoint, SavepointOperation, StartProgress
 from flinkop.spec import Deployment
 
 
@@ -61,6 +61,11 @@ class Observation:
     jar: JarCheck | None = None
     disposal: SavepointOperation | None = None  # status.disposal's operation
     resource_requirements: dict[str, int] | None = None  # per-vertex upper bounds, during an in-place rescale
+    # When a start from a savepoint failed because state could not be mapped: which operators (by uid
+    # and name, read from the savepoint's _metadata) lost their state, and what to do.
+    restore_diagnosis: str | None = None
+    # The stability gate's reads of the job an upgrade (or deploy, resume, rollback) starts.
+    new_job_progress: StartProgress | None = None
 
 
 def after_action(obs: Observation, action: Action, result: str | None) -> Observation | None:

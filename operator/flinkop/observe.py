@@ -16,9 +16,10 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from flinkop import status as st
-from flinkop.flink_client import FlinkClient, FlinkError, FlinkNotFound, JobInfo
+from flinkop.flink_client import FlinkClient, FlinkError, FlinkNotFound, JobInfo, StartProgress
 from flinkop.jars import JarError, JarFetcher, is_cluster_name_for
 from flinkop.observation import JarCheck, JobView, Observation
+from flinkop.savepoint_metadata import explain_unmapped, unmapped_operator_ids
 from flinkop.spec import Deployment, FlinkJobSpec
 from flinkop.status import Status
 
@@ -127,6 +128,14 @@ def _observe(
         # may still be RUNNING there. Whenever they are read, its state is asked for live too and wins.
         live_read = reads.start(_live_state, client, job_id) if job is None and job_id else None
         new_job_read = reads.start(_job_view, client, up.new_job_id) if up is not None and up.new_job_id else None
+        # The job an upgrade starts is done once every task runs: that is read live from the overview
+        # (the details above are cached for web.refresh-interval and would make Ready come seconds late).
+        starting = up is not None and up.new_job_id is not None and up.step in (st.SUBMITTING, st.STARTING)
+        live_overview = reads.start(client.jobs_overview) if starting else None
+        # The stability gate: checkpoints and failures of the job being started (plan.stability).
+        progress_read = (
+            reads.start(_start_progress, client, up.new_job_id) if starting and up and up.new_job_id else None
+        )
         disposal_read = None
         if status.disposal is not None and status.disposal.trigger_id:
             disposal_read = reads.start(client.disposal_status, status.disposal.trigger_id)
@@ -142,6 +151,9 @@ def _observe(
             if live and job.info is not None and job.active and live != job.info.state:
                 job = JobView(job.job_id, replace(job.info, state=live), job.failure)
         new_job = new_job_read.result() if new_job_read is not None else None
+        if new_job is not None and new_job.info is not None and live_overview is not None:
+            new_job = with_live_tasks(new_job, live_overview.result().get(new_job.job_id))
+        progress = progress_read.result() if progress_read is not None else None
         disposal = disposal_read.result() if disposal_read is not None else None
         config = config_read.result() if config_read is not None else {}
         jar = jar_read.result() if jar_read is not None else None
@@ -150,6 +162,12 @@ def _observe(
         forgotten = savepoint is None or savepoint.status == "UNKNOWN"
         if forgotten and job is not None and not job.active and not job.missing:
             latest = client.latest_savepoint(up.from_job_id)
+    diagnosis = None
+    if up is not None and up.savepoint_path:
+        failed = new_job.failure if new_job is not None and new_job.info is not None and new_job.info.terminal else None
+        text = failed or up.last_error or ""
+        if unmapped_operator_ids(text):
+            diagnosis = explain_unmapped(text, up.savepoint_path)
     requirements = None
     if up is not None and up.kind == st.RESCALE and job is not None and job.active:
         requirements = client.resource_requirements(job.job_id)
@@ -163,6 +181,8 @@ def _observe(
         latest_savepoint=latest,
         jar=jar,
         disposal=disposal,
+        restore_diagnosis=diagnosis,
+        new_job_progress=progress,
     )
 
 
@@ -197,6 +217,23 @@ class _Reads:
         future = _read_pool.submit(context.run, read, *args)
         self._started.append(future)
         return future
+
+
+def with_live_tasks(view: JobView, listed: JobInfo | None) -> JobView:
+    """A starting job's (cached) details with its live overview entry: the live task counts decide
+    whether every task runs. A job that ended is taken as ended only once its details say so too:
+    they carry the root exception to report (the live entry has none)."""
+    if view.info is None or listed is None or (listed.state != "RUNNING" and view.info.terminal):
+        return view
+    state = listed.state if listed.state == "RUNNING" else view.info.state
+    return JobView(view.job_id, replace(view.info, state=state, tasks=listed.tasks), view.failure)
+
+
+def _start_progress(client: FlinkClient, job_id: str) -> StartProgress | None:
+    try:
+        return client.start_progress(job_id)
+    except FlinkNotFound:
+        return None
 
 
 def _live_state(client: FlinkClient, job_id: str) -> str | None:

@@ -98,6 +98,7 @@ class FlinkJobSpec:
     rescale_mode: str = "Auto"
     min_rescale_interval_seconds: int = 60
     in_place_rescale_timeout_seconds: int = 120
+    stability_timeout_seconds: int = 300  # a start must pass the stability gate within this
     scale_selector: str | None = None
     rest_auth_secret: str | None = None  # Secret (same namespace): `token`, or `username` and `password`
     tls_ca_secret: tuple[str, str] | None = None  # (Secret name, key) of the CA that signs Flink's certificate
@@ -117,6 +118,7 @@ class FlinkJobSpec:
             self.initial_savepoint_path,
             self.rescale_mode,
             self.in_place_rescale_timeout_seconds,
+            self.stability_timeout_seconds,
         ]
         return hashlib.sha256(json.dumps([deployment.fingerprint, policy]).encode()).hexdigest()[:16]
 
@@ -236,6 +238,7 @@ def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
         rescale_mode=_enum(spec, "rescaleMode", ("Auto", "InPlace", "Savepoint"), "Auto"),
         min_rescale_interval_seconds=_non_negative_int(spec, "minRescaleIntervalSeconds", 60),
         in_place_rescale_timeout_seconds=_positive_int(spec, "inPlaceRescaleTimeoutSeconds", 120) or 120,
+        stability_timeout_seconds=_positive_int(spec, "stabilityTimeoutSeconds", 300) or 300,
         scale_selector=spec.get("scaleSelector") or None,
         rest_auth_secret=str(auth_ref["name"]) if auth_ref else None,
         tls_ca_secret=(str(ca_ref["name"]), str(ca_ref.get("key") or "ca.crt")) if ca_ref else None,

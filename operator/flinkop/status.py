@@ -66,6 +66,9 @@ class Upgrade:
     # UPGRADE: the cluster jar id of the target, known when the savepoint was triggered; the pass
     # that sees the savepoint complete submits with it instead of listing the cluster's jars again.
     target_jar_id: str | None = None
+    # The start failed the stability gate (why): its job is cancelled first, then the restore failure
+    # policy applies. ROLLBACK: `reason` is the Stalled reason of the failure it answers.
+    unstable: str | None = None
 
     @classmethod
     def begin(cls, kind: str, step: str, target: Deployment, now: str, **fields: Any) -> Upgrade:
@@ -93,8 +96,10 @@ class Upgrade:
             "reason": self.reason,
             "nonce": self.nonce,
         }
-        if self.target_jar_id is not None:
-            d["targetJarId"] = self.target_jar_id
+        # Always present, null when unset: a status patch is a merge patch, and a key left out
+        # would keep the value of the upgrade recorded before this one.
+        d["targetJarId"] = self.target_jar_id
+        d["unstable"] = self.unstable
         return d
 
     @classmethod
@@ -119,6 +124,7 @@ class Upgrade:
             reason=d.get("reason"),
             nonce=d.get("nonce"),
             target_jar_id=d.get("targetJarId"),
+            unstable=d.get("unstable"),
         )
 
 

@@ -132,7 +132,13 @@ def test_dropped_stateful_operator_with_policy_never_rolls_back_with_state_intac
         timeout=180,
     )
     status = resource["status"]
-    assert "Cannot map checkpoint/savepoint state" in condition(resource, "Stalled")["message"]
+    stalled = condition(resource, "Stalled")["message"]
+    assert "Cannot map checkpoint/savepoint state" in stalled
+    # The operator that lost its state is named by its uid and name from the savepoint's _metadata,
+    # with the field to set, in the condition and in the Event.
+    assert "operator uid `counter` (name `counter`) holds state the new version has no operator for" in stalled
+    assert "spec.allowNonRestoredState" in stalled
+    assert any("uid `counter`" in e["message"] for e in flinkjobs.events("never")), flinkjobs.events("never")
     assert condition(resource, "Ready")["status"] == "False"
     assert "--drop-counter" not in status["lastStableSpec"]["args"]
     # The rolled-back job runs the old program from the same savepoint: the counter is there and counts on.
@@ -199,6 +205,7 @@ def test_restore_failure_with_policy_fail_stops_and_keeps_the_savepoint(
     savepoint = status["lastSavepoint"]["path"]
     assert savepoint in status["message"]
     assert "Cannot map checkpoint/savepoint state" in status["message"]
+    assert "operator uid `counter` (name `counter`)" in status["message"]
     assert Path(savepoint.removeprefix("file:")).exists()
     assert flink_rest.job_state(old_job) == "FINISHED"
     assert flink_rest.running_jobs() == []

@@ -8,7 +8,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flinkop.flink_client import JobInfo, LatestSavepoint, SavepointOperation, SavepointStatus, VertexInfo
+from flinkop.flink_client import (
+    JobInfo,
+    LatestSavepoint,
+    SavepointOperation,
+    SavepointStatus,
+    StartProgress,
+    VertexInfo,
+)
 from flinkop.observation import JarCheck, JobView, Observation
 from flinkop.plan import Decision, PlanInput, plan
 from flinkop.spec import FlinkJobSpec, SpecError, parse_spec
@@ -33,6 +40,11 @@ CLUSTER_SP_DIR = "file:///cluster-savepoints"
 SP_PATH = "file:///savepoints/savepoint-111111-aaaaaaaaaaaa"
 OLDER_SP_PATH = "file:///savepoints/savepoint-000000-bbbbbbbbbbbb"
 INITIAL_SP_PATH = "file:///imported/savepoint-999999-cccccccccccc"
+
+
+# A started job that passed the stability gate: it checkpoints, and a checkpoint completed after it
+# started (the kit's jobs start at 0 ms) with no failure since.
+STABLE = StartProgress(checkpointing=True, latest_checkpoint_ms=1)
 
 
 def iso(t: datetime) -> str:

@@ -25,6 +25,7 @@ from planner_kit import (
     OLD_JOB,
     ROLLBACK_JOB,
     SP_PATH,
+    STABLE,
     V1,
     at,
     condition,
@@ -102,7 +103,9 @@ ROLLBACK_SUBMITTED = run(
 ROLLED_BACK = run(
     V2,
     ROLLBACK_SUBMITTED.status,
-    Observation(job=job(NEW_JOB, "FAILED"), new_job=job(ROLLBACK_JOB), jar=jar_uploaded(JAR_V1)),
+    Observation(
+        job=job(NEW_JOB, "FAILED"), new_job=job(ROLLBACK_JOB), new_job_progress=STABLE, jar=jar_uploaded(JAR_V1)
+    ),
     now=at(30),
 )
 RESTORE_FAILED_POLICY_FAIL = run(

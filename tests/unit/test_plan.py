@@ -32,6 +32,7 @@ from planner_kit import (
     ROLLBACK_JOB,
     SP_DIR,
     SP_PATH,
+    STABLE,
     TRIGGER,
     V1,
     at,
@@ -119,7 +120,9 @@ def test_first_deploy_resubmits_the_recorded_job_id_when_flink_does_not_know_it(
 
 def test_first_deploy_is_done_when_every_vertex_runs() -> None:
     deploying = run(V1, Status(), Observation(jar=jar_uploaded(JAR_V1)), fresh_id=NEW_JOB).status
-    d = run(V1, deploying, Observation(new_job=job(NEW_JOB), jar=jar_uploaded(JAR_V1)), now=at(5))
+    d = run(
+        V1, deploying, Observation(new_job=job(NEW_JOB), new_job_progress=STABLE, jar=jar_uploaded(JAR_V1)), now=at(5)
+    )
     s = d.status
     assert d.action is None
     assert (s.phase, s.job_id, s.job_state, s.parallelism) == ("Running", NEW_JOB, "RUNNING", 2)
@@ -552,7 +555,9 @@ def test_allow_non_restored_state_of_the_submission_follows_the_policy(
 
 def test_upgrade_is_done_when_every_vertex_of_the_new_job_runs_and_the_old_jar_is_deleted() -> None:
     taken = savepoint_taken(V1, V2)
-    obs = Observation(job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB), jar=jar_uploaded(JAR_V2))
+    obs = Observation(
+        job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB), new_job_progress=STABLE, jar=jar_uploaded(JAR_V2)
+    )
     d = run(V2, taken, obs, now=at(20))
     s = d.status
     assert (s.phase, s.job_id, s.deployed, s.last_stable, s.upgrade) == (
@@ -571,7 +576,9 @@ def test_upgrade_is_done_when_every_vertex_of_the_new_job_runs_and_the_old_jar_i
 
 def test_an_old_jar_another_flinkjob_on_the_cluster_runs_from_is_not_deleted() -> None:
     taken = savepoint_taken(V1, V2)
-    obs = Observation(job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB), jar=jar_uploaded(JAR_V2))
+    obs = Observation(
+        job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB), new_job_progress=STABLE, jar=jar_uploaded(JAR_V2)
+    )
     d = run(V2, taken, obs, now=at(20), jars_used_elsewhere=frozenset({JAR_IDS[JAR_V1]}))
     assert d.status.upgrade is None and d.status.jar_id == JAR_IDS[JAR_V2]
     assert d.action is None
@@ -590,7 +597,12 @@ def test_jar_users_are_counted_per_cluster_and_forgotten_with_their_flinkjob() -
 
 def test_parallelism_only_upgrade_keeps_the_jar() -> None:
     taken = savepoint_taken(V1, V1_SCALED)
-    obs = Observation(job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB, parallelism=4), jar=jar_uploaded(JAR_V1))
+    obs = Observation(
+        job=job(OLD_JOB, "FINISHED"),
+        new_job=job(NEW_JOB, parallelism=4),
+        new_job_progress=STABLE,
+        jar=jar_uploaded(JAR_V1),
+    )
     d = run(V1_SCALED, taken, obs, now=at(20))
     assert d.action is None
     assert (d.status.phase, d.status.parallelism, d.status.jar_id) == ("Running", 4, JAR_IDS[JAR_V1])
@@ -621,7 +633,9 @@ def test_new_job_failing_to_restore_is_rolled_back_to_the_last_stable_spec_from_
     submit = run(V2, d.status, submit_obs, now=at(21))
     assert submit.action == SubmitJob(JAR_IDS[JAR_V1], ROLLBACK_JOB, V1.deployment, SP_PATH, False)
 
-    running_obs = Observation(job=job(NEW_JOB, "FAILED"), new_job=job(ROLLBACK_JOB), jar=jar_uploaded(JAR_V1))
+    running_obs = Observation(
+        job=job(NEW_JOB, "FAILED"), new_job=job(ROLLBACK_JOB), new_job_progress=STABLE, jar=jar_uploaded(JAR_V1)
+    )
     done = run(V2, submit.status, running_obs, now=at(30))
     s = done.status
     assert (s.phase, s.job_id, s.deployed, s.upgrade) == ("Running", ROLLBACK_JOB, V1.deployment, None)
@@ -783,7 +797,9 @@ def test_change_during_an_upgrade_waits_for_it_to_reach_its_recorded_target() ->
     done = run(
         v3,
         submit.status,
-        Observation(job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB), jar=jar_uploaded(JAR_V2)),
+        Observation(
+            job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB), new_job_progress=STABLE, jar=jar_uploaded(JAR_V2)
+        ),
         now=at(10),
     )
     assert done.status.deployed == V2.deployment
@@ -828,7 +844,9 @@ def test_stateless_upgrade_cancels_then_submits_without_a_savepoint() -> None:
     done = run(
         to,
         submit.status,
-        Observation(job=job(OLD_JOB, "CANCELED"), new_job=job(NEW_JOB), jar=jar_uploaded(JAR_V2)),
+        Observation(
+            job=job(OLD_JOB, "CANCELED"), new_job=job(NEW_JOB), new_job_progress=STABLE, jar=jar_uploaded(JAR_V2)
+        ),
         now=at(8),
     )
     assert (done.status.phase, done.status.job_id) == ("Running", NEW_JOB)

@@ -17,6 +17,7 @@ from planner_kit import (
     OLD_JOB,
     ROLLBACK_JOB,
     SP_PATH,
+    STABLE,
     TRIGGER,
     V1,
     at,
@@ -78,7 +79,12 @@ def _rolled_back(spec: object = V2) -> object:
     failed = Observation(job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB, "FAILED", failure="not mapped"))
     rolling = run(V2, taken, replace(failed, jar=jar_uploaded(JAR_V2)), now=at(20), fresh_id=ROLLBACK_JOB)
     submitted = run(V2, rolling.status, Observation(job=job(NEW_JOB, "FAILED"), jar=jar_uploaded()), now=at(21))
-    done = run(V2, submitted.status, Observation(job=job(NEW_JOB, "FAILED"), new_job=job(ROLLBACK_JOB)), now=at(30))
+    done = run(
+        V2,
+        submitted.status,
+        Observation(job=job(NEW_JOB, "FAILED"), new_job=job(ROLLBACK_JOB), new_job_progress=STABLE),
+        now=at(30),
+    )
     assert condition(done, "Stalled")["reason"] == "RestoreFailed"
     return done.status
 
@@ -146,7 +152,9 @@ def test_an_upgrade_that_ends_after_the_spec_changed_again_is_followed_by_a_pass
 
     taken = savepoint_taken(V1, V2)
     v3 = make_spec(jar={"uri": JAR_V2}, args=["--v3"])
-    d = run(v3, taken, Observation(job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB)), now=at(15))
+    d = run(
+        v3, taken, Observation(job=job(OLD_JOB, "FINISHED"), new_job=job(NEW_JOB), new_job_progress=STABLE), now=at(15)
+    )
     assert d.status.phase == "Running" and d.status.deployed == V2.deployment
     assert cond_status(d)["Reconciling"] == "True"
     assert d.requeue_after is not None
@@ -155,3 +163,50 @@ def test_an_upgrade_that_ends_after_the_spec_changed_again_is_followed_by_a_pass
 def test_suspend_savepoint_is_kept_as_the_restore_point_record() -> None:
     last, _ = _suspended_just_now()
     assert last == Savepoint(SP_PATH, iso(at(2)), "suspend")
+
+
+def test_a_restore_failure_names_the_lost_operator_through_the_rollback_to_the_stalled_condition() -> None:
+    from planner_kit import savepoint_taken
+
+    diagnosis = "operator uid `counter` (name `counter`) holds state the new version has no operator for: keep it."
+    failed = Observation(
+        job=job(OLD_JOB, "FINISHED"),
+        new_job=job(NEW_JOB, "FAILED", failure="Cannot map checkpoint/savepoint state for operator 0da0"),
+        jar=jar_uploaded(JAR_V2),
+        restore_diagnosis=diagnosis,
+    )
+    rolling = run(V2, savepoint_taken(V1, V2), failed, now=at(20), fresh_id=ROLLBACK_JOB)
+    assert "uid `counter`" in rolling.status.message
+    assert any("uid `counter`" in e.message for e in rolling.events)
+    submitted = run(V2, rolling.status, Observation(job=job(NEW_JOB, "FAILED"), jar=jar_uploaded()), now=at(21))
+    done = run(
+        V2,
+        submitted.status,
+        Observation(job=job(NEW_JOB, "FAILED"), new_job=job(ROLLBACK_JOB), new_job_progress=STABLE),
+        now=at(30),
+    )
+    assert "uid `counter`" in condition(done, "Stalled")["message"]
+
+
+def test_a_starting_job_is_running_as_soon_as_the_live_overview_says_every_task_runs() -> None:
+    from flinkop.flink_client import JobInfo
+    from flinkop.observe import with_live_tasks
+
+    cached = job(NEW_JOB, "RUNNING", vertices=("RUNNING", "INITIALIZING"))  # details cached seconds ago
+    live = JobInfo(NEW_JOB, "test-job", "RUNNING", tasks=(4, 4))
+    merged = with_live_tasks(cached, live)
+    assert merged.info is not None and merged.info.all_vertices_running
+    assert merged.info.parallelism == 2  # still from the details
+    stalled = with_live_tasks(job(NEW_JOB), JobInfo(NEW_JOB, "test-job", "RUNNING", tasks=(3, 4)))
+    assert stalled.info is not None and not stalled.info.all_vertices_running
+
+
+def test_a_starting_job_that_ended_is_taken_as_ended_only_with_its_details_and_their_exception() -> None:
+    from flinkop.flink_client import JobInfo
+    from flinkop.observe import with_live_tasks
+
+    failed_live = JobInfo(NEW_JOB, "test-job", "FAILED", tasks=(0, 4))
+    waiting = with_live_tasks(job(NEW_JOB), failed_live)
+    assert waiting.info is not None and not waiting.info.terminal and not waiting.info.all_vertices_running
+    ended = with_live_tasks(job(NEW_JOB, "FAILED", failure="boom"), failed_live)
+    assert ended.info is not None and ended.info.terminal and ended.failure == "boom"

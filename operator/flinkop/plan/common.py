@@ -19,7 +19,7 @@ from flinkop.observation import JarCheck, Observation
 from flinkop.spec import Deployment, FlinkJobSpec, SpecError
 from flinkop.status import Failure, Status, Upgrade
 
-NEEDS_A_PERSON = frozenset({"RestoreFailed", "DeployFailed", "JobTerminated"})
+NEEDS_A_PERSON = frozenset({"RestoreFailed", "DeployFailed", "JobTerminated", "UnstableStart"})
 POLL_FAST = 0.5  # while a step is about to complete (old job finishing, new job starting)
 POLL_STOPPING = 0.1  # the first seconds of a stop-with-savepoint, when most small savepoints complete
 STOPPING_CLOSELY_SECONDS = 2.0

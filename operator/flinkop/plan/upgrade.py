@@ -5,6 +5,7 @@ new job, its start, and what follows a start that failed (rollback or a stall).
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 from flinkop import status as st
 from flinkop.actions import (
@@ -14,13 +15,16 @@ from flinkop.actions import (
     SubmitJob,
 )
 from flinkop.observation import JarCheck
+from flinkop.plan import stability
 from flinkop.plan.common import (
     POLL,
     POLL_FAST,
     Decision,
     Draft,
     d_spec,
+    epoch_ms,
     jar_ready,
+    naive,
     no_directory_message,
     phase_for,
     poll_after,
@@ -31,7 +35,7 @@ from flinkop.plan.common import (
 )
 from flinkop.spec import Deployment, FlinkJobSpec
 from flinkop.status import Failure, Savepoint, Upgrade
-from flinkop.times import format_time
+from flinkop.times import format_time, parse_time
 
 
 def start_deploy(d: Draft, spec: FlinkJobSpec, savepoint_path: str | None, source: Deployment | None) -> Decision:
@@ -148,15 +152,33 @@ def submitting(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
         return d.finish(action=action, requeue=POLL)
     info = new.info
     assert info is not None
+    if up.unstable is not None:  # failed the stability gate: stop it, then apply the policy
+        if info.terminal:
+            return start_failed(d, spec, up, up.unstable, unstable=True)
+        d.status = replace(d.status, phase=phase, message=f"{phase}: cancelling job {up.new_job_id}: {up.unstable}.")
+        return d.finish(action=CancelJob(up.new_job_id), requeue=POLL)
     if info.terminal:
         return start_failed(d, spec, up, new.failure or f"job {up.new_job_id} is {info.state}")
-    if not info.all_vertices_running:
+    started = parse_time(up.step_started_at) or naive(d.inp.now)
+    deadline = started + timedelta(seconds=spec.stability_timeout_seconds)
+    verdict = stability.judge(
+        info, obs.new_job_progress, epoch_ms(d.inp.now), epoch_ms(deadline), spec.stability_timeout_seconds
+    )
+    if verdict.failed is not None:
+        cause = f"job {up.new_job_id} did not pass the stability gate: {verdict.failed}"
+        message = f"{phase}: {cause}; cancelling it, then restoreFailurePolicy {spec.restore_failure_policy} applies."
+        d.event("UnstableStart", message, warning=True)
+        d.status = replace(
+            d.status, phase=phase, upgrade=replace(up, step=st.STARTING, unstable=cause), message=message
+        )
+        return d.finish(action=CancelJob(up.new_job_id), requeue=POLL)
+    if not verdict.passed:
         d.status = replace(
             d.status,
             phase=phase,
             upgrade=replace(up, step=st.STARTING) if up.step != st.STARTING else up,
             job_state=info.state,
-            message=f"{phase}: job {up.new_job_id} is {info.state}; waiting for every vertex to run.",
+            message=f"{phase}: job {up.new_job_id} is {info.state}; waiting for {verdict.awaiting}.",
         )
         return d.finish(requeue=POLL)
     return upgrade_done(d, up, info.parallelism, obs.jar)
@@ -174,7 +196,7 @@ def upgrade_done(d: Draft, up: Upgrade, parallelism: int, jar: JarCheck | None) 
             f"({up.restore_failure}); job {up.new_job_id} runs the last stable spec from that savepoint."
         )
         spec = d_spec(d)
-        failure = Failure("RestoreFailed", message, spec.attempt_key(failed) if failed else None)
+        failure = Failure(up.reason or "RestoreFailed", message, spec.attempt_key(failed) if failed else None)
         d.event("RolledBack", message, warning=True)
     else:
         message = f"Job {up.new_job_id} is running" + (
@@ -199,9 +221,14 @@ def upgrade_done(d: Draft, up: Upgrade, parallelism: int, jar: JarCheck | None) 
     return d.finish(action=action)
 
 
-def start_failed(d: Draft, spec: FlinkJobSpec, up: Upgrade, cause: str) -> Decision:
-    """The new job did not come up: roll back to the last stable spec, or stop and report."""
+def start_failed(d: Draft, spec: FlinkJobSpec, up: Upgrade, cause: str, unstable: bool = False) -> Decision:
+    """The new job did not come up (or did not pass the stability gate, `unstable`: it was cancelled
+    first): roll back to the last stable spec, or stop and report."""
     s = d.status
+    reason = "UnstableStart" if unstable else "RestoreFailed" if up.savepoint_path else "DeployFailed"
+    diagnosis = d.inp.observation.restore_diagnosis
+    if diagnosis and diagnosis not in cause:
+        cause = f"{cause} ({diagnosis.rstrip('.')})"  # which operators lost their state, and what to do
     stable = s.last_stable
     can_roll_back = (
         up.kind == st.UPGRADE
@@ -224,25 +251,27 @@ def start_failed(d: Draft, spec: FlinkJobSpec, up: Upgrade, cause: str) -> Decis
             new_job_id=d.inp.fresh_id,
             allow_non_restored_state=spec.allow_non_restored_state == "Always",
             restore_failure=cause,
+            reason=reason,
         )
         message = (
             f"Job {up.new_job_id} did not start from savepoint {up.savepoint_path}: {cause}; "
             "rolling back to the last stable spec from the same savepoint."
         )
-        d.event("RestoreFailed", message, warning=True)
+        d.event(reason, message, warning=True)
         d.status = replace(s, phase="RollingBack", upgrade=new_up, message=message)
         return d.finish(requeue=POLL_FAST)
-    reason = "RestoreFailed" if up.savepoint_path else "DeployFailed"
     source = f" from savepoint {up.savepoint_path}" if up.savepoint_path else ""
     kept = f" The savepoint {up.savepoint_path} is kept in status.lastSavepoint." if up.savepoint_path else ""
     message = f"Job {up.new_job_id} did not start{source}: {cause}.{kept} Fix the spec to try again."
     if up.kind == st.ROLLBACK:
-        message = f"Rollback failed too: {message}"
+        # Both causes, and no further attempt until a person changes the spec or a policy field.
+        message = f"Rollback failed too: {message} The new version had failed first: {up.restore_failure}."
+        reason = up.reason or reason
     d.status = replace(
         s,
         upgrade=None,
         job_id=up.new_job_id,
-        job_state="FAILED",
+        job_state="CANCELED" if unstable else "FAILED",
         deployed=up.target,
         last_savepoint=s.last_savepoint
         if s.last_savepoint is not None or up.savepoint_path is None

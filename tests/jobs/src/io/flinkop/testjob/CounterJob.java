@@ -32,6 +32,11 @@
  *                                synchronous part, fails the task and restarts the job.
  *                                Note: a failed stop-with-savepoint makes Flink recover from a
  *                                global failure: the job (same id) restarts from its latest checkpoint.
+ *   --fail-on-state              the counter throws on every record of a key that already has a count:
+ *                                a version that cannot process its restored state. It restarts
+ *                                without end under the default restart strategy.
+ *   --fail-once-file PATH        the counter throws once, on the record that finds PATH missing (it
+ *                                creates PATH first); after that restart it runs normally.
  *   --stock-splits               the stock DataGeneratorSource splitting: one split per subtask of
  *                                the first run (see below). Only to reproduce that gotcha.
  *
@@ -125,7 +130,9 @@ public final class CounterJob {
             final long keys = opts.keys;
             out = numbers
                     .keyBy(n -> n % keys, Types.LONG)
-                    .process(new Counter(opts.slowSnapshotFile, opts.slowSnapshotMs, opts.failSnapshotFile))
+                    .process(new Counter(
+                            opts.slowSnapshotFile, opts.slowSnapshotMs, opts.failSnapshotFile,
+                            opts.failOnState, opts.failOnceFile))
                     .returns(Types.LONG)
                     .uid(opts.counterUid)
                     .name("counter");
@@ -148,6 +155,8 @@ public final class CounterJob {
         String slowSnapshotFile;
         long slowSnapshotMs = 10000;
         String failSnapshotFile;
+        boolean failOnState;
+        String failOnceFile;
         boolean stockSplits;
 
         static Options parse(String[] args) {
@@ -167,6 +176,8 @@ public final class CounterJob {
                     case "--slow-snapshot-file": o.slowSnapshotFile = value(args, ++i, a); break;
                     case "--slow-snapshot-ms": o.slowSnapshotMs = Long.parseLong(value(args, ++i, a)); break;
                     case "--fail-snapshot-file": o.failSnapshotFile = value(args, ++i, a); break;
+                    case "--fail-on-state": o.failOnState = true; break;
+                    case "--fail-once-file": o.failOnceFile = value(args, ++i, a); break;
                     case "--stock-splits": o.stockSplits = true; break;
                     default: unknown.add(a);
                 }
@@ -231,6 +242,8 @@ public final class CounterJob {
         private final String slowSnapshotFile;
         private final long slowSnapshotMs;
         private final String failSnapshotFile;
+        private final boolean failOnState;
+        private final String failOnceFile;
 
         private transient ValueState<Long> count;
         private transient ListState<Long> failSwitch;
@@ -238,10 +251,13 @@ public final class CounterJob {
         private transient volatile long maxCount;
         private transient volatile long restoredKeys;
 
-        Counter(String slowSnapshotFile, long slowSnapshotMs, String failSnapshotFile) {
+        Counter(String slowSnapshotFile, long slowSnapshotMs, String failSnapshotFile,
+                boolean failOnState, String failOnceFile) {
             this.slowSnapshotFile = slowSnapshotFile;
             this.slowSnapshotMs = slowSnapshotMs;
             this.failSnapshotFile = failSnapshotFile;
+            this.failOnState = failOnState;
+            this.failOnceFile = failOnceFile;
         }
 
         @Override
@@ -255,6 +271,19 @@ public final class CounterJob {
         @Override
         public void processElement(Long n, Context ctx, Collector<Long> out) throws Exception {
             Long current = count.value();
+            if (failOnState && current != null) {
+                throw new IllegalStateException(
+                        "flinkop test job: --fail-on-state given, cannot process the count " + current + " of key "
+                                + ctx.getCurrentKey());
+            }
+            if (failOnceFile != null) {
+                try {
+                    Files.createFile(Paths.get(failOnceFile));
+                    throw new IllegalStateException("flinkop test job: failing once (" + failOnceFile + " created)");
+                } catch (java.nio.file.FileAlreadyExistsException alreadyFailed) {
+                    // failed once already: run normally
+                }
+            }
             if (seenKeys.add(ctx.getCurrentKey()) && current != null) {
                 restoredKeys++;
             }
