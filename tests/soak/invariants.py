@@ -25,11 +25,13 @@ The rules (issue 12, item 5):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# The Stalled reasons the README lists (its table, and the two rescale reasons beside it).
+# The Stalled reasons the README lists when its table cannot be read (the runner reads the table:
+# see `stalled_reasons_in`).
 LISTED_STALLED_REASONS = frozenset(
     {
         "NoSavepointDirectory",
@@ -40,6 +42,7 @@ LISTED_STALLED_REASONS = frozenset(
         "JarHostNotAllowed",
         "CredentialsUnavailable",
         "RestoreFailed",
+        "UnstableStart",
         "DeployFailed",
         "JobTerminated",
         "InvalidSpec",
@@ -101,7 +104,21 @@ class CounterReading:
     drop_allowed: bool = False
 
 
-RETRIED_STALLS = frozenset({"RestoreFailed", "DeployFailed", "JobTerminated"})
+RETRIED_STALLS = frozenset({"RestoreFailed", "UnstableStart", "DeployFailed", "JobTerminated"})
+
+
+def stalled_reasons_in(readme: str) -> frozenset[str]:
+    """The reasons in the README's `| Stalled reason | ... |` table (rows starting with a `code` cell)."""
+    reasons: set[str] = set()
+    in_table = False
+    for line in readme.splitlines():
+        if line.startswith("| Stalled reason"):
+            in_table = True
+        elif in_table and not line.startswith("|"):
+            break
+        elif in_table and (m := re.match(r"\|\s*`(\w+)`\s*\|", line)):
+            reasons.add(m.group(1))
+    return frozenset(reasons)
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,7 @@ class Snapshot:
     existing_paths: frozenset[str]  # of the savepoint paths the statuses name, those on disk
     counters: Mapping[str, CounterReading] = field(default_factory=dict)  # by FlinkJob name
     previous_stalls: Mapping[str, StallSeen] = field(default_factory=dict)  # by FlinkJob name
+    listed_reasons: frozenset[str] = LISTED_STALLED_REASONS
 
 
 def stall_of(fj: FlinkJobView) -> StallSeen | None:
@@ -221,7 +239,9 @@ def _truth(fj: FlinkJobView, jobs: Sequence[ClusterJob]) -> list[str]:
     return problems
 
 
-def check_flinkjob(fj: FlinkJobView, jobs: Sequence[ClusterJob]) -> list[str]:
+def check_flinkjob(
+    fj: FlinkJobView, jobs: Sequence[ClusterJob], listed: frozenset[str] = LISTED_STALLED_REASONS
+) -> list[str]:
     """The per-FlinkJob rules: job on the cluster against the spec, and kstatus-truthful conditions."""
     status = fj.status
     where = f"{fj.name} (generation {fj.generation})"
@@ -242,7 +262,7 @@ def check_flinkjob(fj: FlinkJobView, jobs: Sequence[ClusterJob]) -> list[str]:
     if is_stalled:
         if is_ready:
             out.append(f"{where}: Ready and Stalled both True")
-        if stalled.get("reason") not in LISTED_STALLED_REASONS:
+        if stalled.get("reason") not in listed:
             out.append(f"{where}: Stalled with reason {stalled.get('reason')!r}, which the README does not list")
         if not str(stalled.get("message") or "").strip():
             out.append(f"{where}: Stalled {stalled.get('reason')} without a message saying what to do")
@@ -279,7 +299,7 @@ def check(snapshot: Snapshot) -> list[str]:
         if job.active and job.job_id not in owned:
             out.append(f"job {job.job_id} ({job.name!r}, {job.state}) runs on the cluster but no FlinkJob owns it")
     for fj in snapshot.flinkjobs:
-        out += check_flinkjob(fj, snapshot.cluster_jobs)
+        out += check_flinkjob(fj, snapshot.cluster_jobs, snapshot.listed_reasons)
         for path in savepoint_paths(fj.status):
             if path not in snapshot.existing_paths:
                 out.append(f"{fj.name}: savepoint {path} named in its status is not on disk")

@@ -37,6 +37,7 @@ from testbed.jobs import MAIN_CLASS
 from testbed.operator_process import start_operator
 
 from soak.invariants import (
+    LISTED_STALLED_REASONS,
     ClusterJob,
     CounterReading,
     FlinkJobView,
@@ -48,11 +49,13 @@ from soak.invariants import (
     drop_allowed,
     savepoint_paths,
     stall_of,
+    stalled_reasons_in,
     wants_counter,
 )
 from soak.ops import ARGS_VARIANTS, FAULT_OPS, Op, generate
 
 NAMES = ("soak-a", "soak-b", "soak-c")
+README = Path(__file__).resolve().parents[2] / "README.md"
 BASE_ARGS = ("--rate", "200", "--keys", "4", "--checkpoint-interval-ms", "1000")
 
 
@@ -400,7 +403,8 @@ class Soak:
                     prev[2] if prev else None,
                     drop_allowed(self.specs_seen[v.name], self.recreated[v.name]),
                 )
-        return Snapshot(views, jobs, existing, counters, dict(self.stalls))
+        listed = stalled_reasons_in(README.read_text())
+        return Snapshot(views, jobs, existing, counters, dict(self.stalls), listed or LISTED_STALLED_REASONS)
 
     def quiescent_point(self) -> None:
         self.end_faults()

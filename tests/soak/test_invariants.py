@@ -4,6 +4,7 @@ kind of broken one (so a soak run that reports nothing has checked something).""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from soak.invariants import (
@@ -15,6 +16,7 @@ from soak.invariants import (
     check,
     check_counter,
     drop_allowed,
+    stalled_reasons_in,
 )
 
 JAR = "file:///jars/flinkop-testjob.jar"
@@ -171,3 +173,12 @@ def test_a_restore_failure_not_retried_after_a_spec_change_is_a_violation() -> N
     assert check(Snapshot([retried], [running_job("j2")], frozenset({SP1, SP2}), previous_stalls={"a": before})) == []
     unchanged = replace(fj, generation=3, status={**stalled, "observedGeneration": 3})
     assert check(Snapshot([unchanged], [running_job()], frozenset({SP1, SP2}), previous_stalls={"a": before})) == []
+
+
+def test_the_listed_stalled_reasons_are_read_from_the_readme_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = stalled_reasons_in(readme)
+    assert {"RestoreFailed", "DeployFailed", "JobTerminated", "InvalidSpec"} <= listed
+    assert "Suspended" not in listed and "Running" not in listed
+    table = "text\n| Stalled reason | what | do |\n|---|---|---|\n| `A` | x | y |\n| `B` | x | y |\n\n| `C` | z |\n"
+    assert stalled_reasons_in(table) == {"A", "B"}
