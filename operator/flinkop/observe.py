@@ -174,6 +174,7 @@ def _observe(
     return Observation(
         cluster_savepoint_dir=savepoint_dir_of(config),
         cluster_scheduler=config.get("jobmanager.scheduler"),
+        cluster_ha=high_availability(config),
         resource_requirements=requirements,
         job=job,
         new_job=new_job,
@@ -265,6 +266,12 @@ def _cluster_config(client: FlinkClient) -> dict[str, str]:
     config = client.config()
     _config_cache[client.identity] = (time.monotonic(), config)
     return config
+
+
+def high_availability(config: dict[str, str]) -> bool:
+    # Flink 2 names it high-availability.type; high-availability is the older key.
+    mode = config.get("high-availability.type") or config.get("high-availability") or "NONE"
+    return mode.strip().upper() not in ("NONE", "")
 
 
 def savepoint_dir_of(config: dict[str, str]) -> str | None:
