@@ -75,5 +75,5 @@ def test_restart_lost_jobs_must_be_a_boolean() -> None:
     import pytest
     from flinkop.spec import SpecError
 
-    with pytest.raises(SpecError, match="spec.restartLostJobs"):
+    with pytest.raises(SpecError, match=r"spec\.restartLostJobs"):
         make_spec(restartLostJobs="no")
