@@ -147,7 +147,9 @@ def _observe(
 
         if job_read is not None:
             job = job_read.result()
-            live = live_read.result() if live_read is not None else None
+            # A job Flink does not know is 404 in its details but HTTP 500 in its live state (Flink
+            # 2.3): the live state is only asked for a job that exists.
+            live = live_read.result() if live_read is not None and not job.missing else None
             if live and job.info is not None and job.active and live != job.info.state:
                 job = JobView(job.job_id, replace(job.info, state=live), job.failure)
         new_job = new_job_read.result() if new_job_read is not None else None
