@@ -54,6 +54,7 @@ class Observation:
     credentials_error: str | None = None  # the Secrets the spec names could not be used: Flink was not asked
     cluster_savepoint_dir: str | None = None
     cluster_scheduler: str | None = None  # jobmanager.scheduler: "adaptive" allows in-place rescaling
+    cluster_ha: bool = False  # the cluster runs with high availability: its JobManager recovers its jobs
     job: JobView | None = None  # status.jobId's job (or the job an upgrade started from)
     new_job: JobView | None = None  # the job an upgrade in flight submits
     savepoint: SavepointOperation | None = None  # the upgrade's savepoint trigger

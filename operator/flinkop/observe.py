@@ -147,7 +147,9 @@ def _observe(
 
         if job_read is not None:
             job = job_read.result()
-            live = live_read.result() if live_read is not None else None
+            # A job Flink does not know is 404 in its details but HTTP 500 in its live state (Flink
+            # 2.3): the live state is only asked for a job that exists.
+            live = live_read.result() if live_read is not None and not job.missing else None
             if live and job.info is not None and job.active and live != job.info.state:
                 job = JobView(job.job_id, replace(job.info, state=live), job.failure)
         new_job = new_job_read.result() if new_job_read is not None else None
@@ -174,6 +176,7 @@ def _observe(
     return Observation(
         cluster_savepoint_dir=savepoint_dir_of(config),
         cluster_scheduler=config.get("jobmanager.scheduler"),
+        cluster_ha=high_availability(config),
         resource_requirements=requirements,
         job=job,
         new_job=new_job,
@@ -265,6 +268,12 @@ def _cluster_config(client: FlinkClient) -> dict[str, str]:
     config = client.config()
     _config_cache[client.identity] = (time.monotonic(), config)
     return config
+
+
+def high_availability(config: dict[str, str]) -> bool:
+    # Flink 2 names it high-availability.type; high-availability is the older key.
+    mode = config.get("high-availability.type") or config.get("high-availability") or "NONE"
+    return mode.strip().upper() not in ("NONE", "")
 
 
 def savepoint_dir_of(config: dict[str, str]) -> str | None:

@@ -99,6 +99,7 @@ class FlinkJobSpec:
     min_rescale_interval_seconds: int = 60
     in_place_rescale_timeout_seconds: int = 120
     stability_timeout_seconds: int = 300  # a start must pass the stability gate within this
+    restart_lost_jobs: bool = True  # a job its cluster no longer lists starts again from the last savepoint
     scale_selector: str | None = None
     rest_auth_secret: str | None = None  # Secret (same namespace): `token`, or `username` and `password`
     tls_ca_secret: tuple[str, str] | None = None  # (Secret name, key) of the CA that signs Flink's certificate
@@ -119,6 +120,7 @@ class FlinkJobSpec:
             self.rescale_mode,
             self.in_place_rescale_timeout_seconds,
             self.stability_timeout_seconds,
+            self.restart_lost_jobs,
         ]
         return hashlib.sha256(json.dumps([deployment.fingerprint, policy]).encode()).hexdigest()[:16]
 
@@ -129,6 +131,13 @@ class FlinkJobSpec:
         if self.allow_non_restored_state == "OnJarChange":
             return previous is not None and target.program_changed(previous)
         return False
+
+
+def _bool(spec: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = spec.get(key, default)
+    if not isinstance(value, bool):
+        raise SpecError(f"spec.{key} {value!r} must be true or false")
+    return value
 
 
 def _enum(spec: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
@@ -239,6 +248,7 @@ def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
         min_rescale_interval_seconds=_non_negative_int(spec, "minRescaleIntervalSeconds", 60),
         in_place_rescale_timeout_seconds=_positive_int(spec, "inPlaceRescaleTimeoutSeconds", 120) or 120,
         stability_timeout_seconds=_positive_int(spec, "stabilityTimeoutSeconds", 300) or 300,
+        restart_lost_jobs=_bool(spec, "restartLostJobs", True),
         scale_selector=spec.get("scaleSelector") or None,
         rest_auth_secret=str(auth_ref["name"]) if auth_ref else None,
         tls_ca_secret=(str(ca_ref["name"]), str(ca_ref.get("key") or "ca.crt")) if ca_ref else None,

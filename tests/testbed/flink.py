@@ -144,6 +144,19 @@ class FlinkCluster:
     config_path: Path
     startup_seconds: float = 0.0
     processes: list[ManagedProcess] = field(default_factory=list)
+    slots: int = 8
+
+    def kill(self) -> None:
+        """SIGKILL of the TaskManager and the JobManager, as when their machine dies."""
+        for proc in (self.taskmanager, self.jobmanager):
+            proc.kill()
+
+    def restart(self, timeout: float = 120.0) -> None:
+        """Starts the same JVMs again: the same ports, configuration and directories."""
+        started = time.monotonic()
+        self.jobmanager.start()
+        self.taskmanager.start()
+        _wait_ready(self, self.slots, started + timeout)
 
     def stop(self) -> None:
         """Stops the TaskManager, then the JobManager (SIGTERM, then SIGKILL)."""
@@ -324,6 +337,7 @@ def start_flink(
         taskmanager=taskmanager,
         config_path=config_path,
         processes=[jobmanager, taskmanager],
+        slots=slots,
     )
     try:
         jvm_flags, dynamic = _tm_resource_params(dist, conf_dir, log_dir / "bash-java-utils.log")
@@ -341,6 +355,19 @@ def start_flink(
         raise
     cluster.startup_seconds = time.monotonic() - started
     return cluster
+
+
+def kubernetes_ha_config(workdir: Path, kubeconfig: Path, cluster_id: str) -> dict[str, str]:
+    """Flink's Kubernetes high-availability services against the bed's own kube-apiserver: leader
+    and job metadata in ConfigMaps of namespace `default`, job graphs and checkpoints' pointers in
+    `workdir/ha`. A JobManager restarted with it recovers its jobs under the same ids."""
+    return {
+        "high-availability.type": "kubernetes",
+        "high-availability.storageDir": (workdir.resolve() / "ha").as_uri(),
+        "kubernetes.cluster-id": cluster_id,
+        "kubernetes.namespace": "default",
+        "kubernetes.config.file": str(kubeconfig),
+    }
 
 
 def _wait_ready(cluster: FlinkCluster, slots: int, deadline: float) -> None:

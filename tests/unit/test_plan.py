@@ -710,8 +710,8 @@ ENDED = [
     pytest.param(job(OLD_JOB, "CANCELED"), id="cancelled"),
     pytest.param(job(OLD_JOB, "FAILED", failure="java.lang.OutOfMemoryError"), id="failed"),
     pytest.param(job(OLD_JOB, "FINISHED"), id="finished"),
-    pytest.param(gone(OLD_JOB), id="gone"),
 ]
+# A job its cluster no longer lists (gone) is restarted from its last savepoint: test_lost_jobs.py.
 
 
 @pytest.mark.parametrize("ended", ENDED)

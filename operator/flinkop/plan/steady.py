@@ -23,6 +23,35 @@ def _recently_suspended(d: Draft) -> bool:
     return taken is not None and (naive(d.inp.now) - taken).total_seconds() < SUSPENDED_JOB_ENDS_WITHIN
 
 
+def _lost_job(d: Draft, spec: FlinkJobSpec) -> Decision | None:
+    """The cluster answers but no longer lists the job (not FAILED nor CANCELED there: gone). With
+    high availability its JobManager is recovering it; without, it went with its JobManager and
+    starts again from the newest savepoint recorded (None: stall as for any ended job)."""
+    s = d.status
+    if d.inp.observation.cluster_ha:
+        message = (
+            f"Job {s.job_id} is not listed by its cluster, which runs with high availability: the JobManager "
+            "is recovering it; it is not resubmitted."
+        )
+        if s.phase != "Deploying":
+            d.event("JobManagerRecovering", message)
+        d.status = replace(d.status, phase="Deploying", message=message)
+        return d.finish(requeue=POLL)
+    last = s.last_savepoint
+    if not spec.restart_lost_jobs or last is None:
+        return None
+    taken = parse_time(last.time)
+    age = f", {int((naive(d.inp.now) - taken).total_seconds())} s old" if taken is not None else ""
+    d.event(
+        "LostJobRestarted",
+        f"Job {s.job_id} is no longer known to its cluster (its JobManager restarted without high availability); "
+        f"starting it again from the newest savepoint, {last.path} ({last.reason}, taken {last.time}{age}). "
+        "What ran since then is replayed from the sources.",
+        warning=True,
+    )
+    return start_deploy(d, spec, last.path, s.last_stable or s.deployed)
+
+
 def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
     s = d.status
     obs = d.inp.observation
@@ -81,6 +110,10 @@ def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
                     f"the job again from savepoint {retry_from}.",
                 )
                 return start_deploy(d, spec, retry_from, s.last_stable or s.deployed)
+            if job is not None and job.missing:
+                lost = _lost_job(d, spec)
+                if lost is not None:
+                    return lost
             # The job ended although nobody asked for it: report, never resubmit it silently.
             last = s.last_savepoint.path if s.last_savepoint else None
             restart = (
