@@ -103,3 +103,36 @@ def test_allowing_non_restored_state_after_a_restore_failure_retries_the_upgrade
     vertices = flink_rest.vertex_parallelism(new_job)
     assert not any("counter" in name for name in vertices), f"the new program has no counter: {vertices}"
     assert flink_rest.restored_from(new_job) == status["lastSavepoint"]["path"], "started from the savepoint"
+
+
+def test_a_change_reverted_while_its_upgrade_waits_to_retry_a_failed_savepoint_still_converges(
+    operator: Any, flink: Any, flink_rest: Any, flinkjobs: FlinkJobs, test_job_jar: Path, tmp_path: Path
+) -> None:
+    """Found by the soak (seed 4242): args changed, the upgrade's savepoint failed (retry in 10 s),
+    and the args changed back to the running ones before the retry. kopf sees no difference to the
+    last handled spec, so it never calls the change handler again, and the timer leaves the resource
+    to that handler: the FlinkJob stayed Upgrading, Reconciling True, observedGeneration behind."""
+    fail = tmp_path / "fail-snapshots"
+    args = [*RATE_ARGS, "--fail-snapshot-file", str(fail)]
+    flinkjobs.create("revert", spec_for(flink, test_job_jar, args=args))
+    job = flinkjobs.wait("revert", is_ready_at_current_generation, "Ready")["status"]["jobId"]
+    before = flink_rest.wait_state_counter_at_least(job, 100)
+
+    fail.touch()
+    flinkjobs.patch_spec("revert", {"args": [*args, "--rate", "150"]})
+    flinkjobs.wait(
+        "revert",
+        lambda r: "failed (attempt" in str((r.get("status") or {}).get("message")),
+        "the upgrade's savepoint to fail and wait for its retry",
+        timeout=60,
+    )
+    flinkjobs.patch_spec("revert", {"args": args})  # back to what runs, before the retry
+    fail.unlink()
+
+    done = flinkjobs.wait("revert", is_ready_at_current_generation, "Ready at the reverted generation", 120)
+    status = done["status"]
+    assert not is_stalled(done)
+    assert condition(done, "Reconciling")["status"] == "False"
+    running = flink_rest.running_jobs()
+    assert running == [status["jobId"]], "exactly one job runs"
+    assert flink_rest.wait_state_counter_at_least(status["jobId"], before + 1) > before
