@@ -223,7 +223,7 @@ class FlinkClient:
                 raise FlinkError(
                     call,
                     url,
-                    f"HTTP {status}: a redirect to {where}; Flink does not redirect, nor does the operator follow",
+                    f"HTTP {status}: a redirect to {where}; Flink does not redirect, and the operator does not follow",
                     status,
                 )
             if status == 404:
@@ -389,6 +389,8 @@ class FlinkClient:
     @_shaped
     def job(self, job_id: str) -> JobInfo:
         body = self._request(f"read job {job_id}", "GET", f"/jobs/{job_id}")
+        if not isinstance(body.get("state"), str) or not isinstance(body.get("jid", job_id), str):
+            raise ValueError("a job without a state or with a jid that is not a string")
         vertices = tuple(
             VertexInfo(
                 id=str(v.get("id", "")),
