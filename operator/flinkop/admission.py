@@ -54,7 +54,7 @@ def refusal(
 ) -> str | None:
     """Why this CREATE or UPDATE must be refused, or None to admit it."""
     new_spec = new.get("spec") or {}
-    old_spec = (old or {}).get("spec") or {}
+    old_spec = _mapping((old or {}).get("spec"))
     if operation == "UPDATE" and new_spec == old_spec:
         return None  # metadata only (finalizers, kopf's annotations): never block the operator's own writes
     if not isinstance(new_spec, Mapping):
@@ -76,7 +76,7 @@ def refusal(
             return f"DeniedNetwork: {exc}"
     if operation == "UPDATE" and old is not None:
         old_url = str(old_spec.get("flinkRestUrl") or "").rstrip("/")
-        status = old.get("status") or {}
+        status = _mapping(old.get("status"))
         if old_url and parsed.flink_rest_url != old_url and _job_deployed(status):
             return (
                 f"spec.flinkRestUrl cannot change from {old_url} while job {status.get('jobId')} runs there "
@@ -86,6 +86,10 @@ def refusal(
                 "with the new spec.flinkRestUrl and spec.initialSavepointPath set to that savepoint."
             )
     return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _job_deployed(status: Mapping[str, Any]) -> bool:
