@@ -141,6 +141,16 @@ class _GuardedConnectionMixin:
     socket_options: Any
     _dns_host: str
 
+    sock: socket.socket | None
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        # A kept-alive connection is reused from the pool without connecting again: it joins the
+        # deadline of the request it now serves here (a new one joins it in `_new_conn`).
+        scope = _current_scope.get()
+        if scope is not None and self.sock is not None:
+            scope.add(self.sock)
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
     def _new_conn(self) -> socket.socket:
         addresses = self.guard.vet(self._dns_host, self.port, self.what)  # NetworkDenied propagates as is
         scope = _current_scope.get()

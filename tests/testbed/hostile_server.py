@@ -5,7 +5,7 @@ behaviour can point at it (`flinkRestUrl: http://127.0.0.1:PORT/slow`, `jar.uri:
 
 - `slow`: answers nothing for `slow_seconds`, then a valid-looking answer;
 - `drip`: promises a body (Content-Length) and sends one byte a second, never finishing it;
-- `huge`: a 100 MB body (JSON-looking for REST paths, zeros for jars);
+- `huge`: a 100 MB body (JSON-looking without a length for REST paths, zeros with one for jars);
 - `redirect`: 302 to `redirect_to` (another host) plus the rest of the path;
 - `html`: an HTML page with status 200;
 - `shape`: JSON of the wrong shape (a list where Flink answers an object, strings for numbers);
@@ -101,9 +101,15 @@ class HostileServer:
                             self.wfile.write(b" ")
                             self.wfile.flush()
                     elif kind == "huge":
+                        # A jar says its size; a REST answer does not (it ends when the connection
+                        # closes), so only reading it with a cap stops it.
                         self.send_response(200)
                         self.send_header("Content-Type", "application/octet-stream" if jar else "application/json")
-                        self.send_header("Content-Length", str(HUGE_BYTES))
+                        if jar:
+                            self.send_header("Content-Length", str(HUGE_BYTES))
+                        else:
+                            self.send_header("Connection", "close")
+                            self.close_connection = True
                         self.end_headers()
                         chunk = (b"\0" if jar else b" ") * (1 << 20)
                         if not jar:

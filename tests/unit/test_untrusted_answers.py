@@ -123,6 +123,20 @@ def test_a_jar_body_that_never_finishes_is_cut_off_at_the_fetch_deadline(server:
         fetcher(tmp_path).fetch(server.url("/drip/job.jar"), None)
 
 
+def test_a_kept_alive_connection_reused_for_a_slow_answer_is_cut_off_at_the_deadline_too(tmp_path: Path) -> None:
+    jar = tmp_path / "job.jar"
+    with zipfile.ZipFile(jar, "w") as zf:
+        zf.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
+    s = HostileServer(slow_seconds=30, files={"job.jar": jar}).start()
+    try:
+        fetch = fetcher(tmp_path)
+        fetch.fetch(s.url("/good/job.jar"), None)  # leaves a kept-alive connection in the pool
+        with pytest.raises(JarError, match=r"not complete within 2 s"):
+            fetch.fetch(s.url("/drip/job.jar"), None)
+    finally:
+        s.close()
+
+
 def test_a_100_mb_jar_is_refused_at_the_size_limit(server: HostileServer, tmp_path: Path) -> None:
     with pytest.raises(JarError, match=r"over the limit of 1048576 bytes") as failed:
         fetcher(tmp_path).fetch(server.url("/huge/job.jar"), None)
