@@ -63,10 +63,6 @@ def refusal(
         parsed = parse_spec(new_spec)
     except SpecError as exc:
         return str(exc)
-    if policy is not None:
-        refused = policy.refusal(namespace, parsed)
-        if refused is not None:
-            return f"{refused[0]}: {refused[1]}"
     if guard is not None:
         try:
             guard.check_url_statically(parsed.flink_rest_url, "spec.flinkRestUrl")
@@ -74,6 +70,10 @@ def refusal(
                 guard.check_url_statically(parsed.deployment.jar_uri, "spec.jar.uri")
         except NetworkDenied as exc:
             return f"DeniedNetwork: {exc}"
+    if policy is not None:
+        refused = policy.refusal(namespace, parsed)
+        if refused is not None:
+            return f"{refused[0]}: {refused[1]}"
     if operation == "UPDATE" and old is not None:
         old_url = str(old_spec.get("flinkRestUrl") or "").rstrip("/")
         status = _mapping(old.get("status"))
