@@ -30,6 +30,7 @@ SavepointStatus = Literal["IN_PROGRESS", "COMPLETED", "FAILED", "UNKNOWN"]
 TERMINAL_JOB_STATES = frozenset({"FINISHED", "CANCELED", "FAILED", "SUSPENDED"})
 _RETRYABLE_HTTP = frozenset({502, 503, 504})
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+UPLOAD_BYTES_PER_SECOND = 1_000_000  # the slowest upload a jar's deadline allows for
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -329,7 +330,8 @@ class FlinkClient:
                 "/jars/upload",
                 files={"jarfile": (name, fh, "application/x-java-archive")},
                 retry=False,
-                timeout=max(self.timeout, 120.0),
+                # The whole upload's deadline: 120 s, or more for a jar too large to send at 1 MB/s by then.
+                timeout=max(self.timeout, 120.0, path.stat().st_size / UPLOAD_BYTES_PER_SECOND),
             )
         filename = str(body.get("filename", ""))
         if not filename:

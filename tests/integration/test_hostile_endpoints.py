@@ -209,6 +209,7 @@ def test_no_credential_reaches_the_log_events_or_status_and_memory_stays_bounded
     statuses = json.dumps([created.jobs.status(n) for n in [*FLINK_CASES, *JAR_CASES, "good"]])
     assert TOKEN not in statuses
     peak = _peak_memory(created.operator.pid)
+    print(f"operator peak resident memory: {peak / 2**20:.0f} MiB")  # shown with -s
     assert peak < MEMORY_BOUND_BYTES, f"the operator peaked at {peak / 2**20:.0f} MiB"
 
 
