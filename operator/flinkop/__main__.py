@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.metrics:
         metrics.serve(args.metrics)
 
+    import flinkop.cluster_access_watch
     import flinkop.handlers  # noqa: F401  (registers the handlers)
 
     peering.serve_namespaces(args.namespace or [])

@@ -2,8 +2,10 @@
 
 It makes the checks the CRD schema cannot express on Kubernetes 1.20, by the same code the operator
 runs on every pass (`spec.parse_spec`; without the webhook, the operator reports them in status as
-`Stalled`/`InvalidSpec`), and one rule that needs the stored object: `spec.flinkRestUrl` cannot change
-while a job is deployed on that cluster.
+`Stalled`/`InvalidSpec`), one rule that needs the stored object: `spec.flinkRestUrl` cannot change
+while a job is deployed on that cluster, and the operator's policy: the namespace-to-cluster mapping
+(`cluster_access`) and the denied networks, as far as they can be checked without DNS (a metadata
+host name, a denied IP literal, in `spec.flinkRestUrl` or `spec.jar.uri`).
 
 Served by kopf over https at `/validate-flinkjob` (`--webhook-listen HOST:PORT --webhook-cert F
 --webhook-key F`); a ValidatingWebhookConfiguration points the apiserver there (deploy/webhook/).
@@ -18,13 +20,17 @@ from typing import Any
 
 import kopf
 
-from flinkop import GROUP, PLURAL, VERSION
+from flinkop import GROUP, PLURAL, VERSION, cluster_access
+from flinkop.cluster_access import AccessPolicy
 from flinkop.flink_client import TERMINAL_JOB_STATES
+from flinkop.netguard import NetGuard, NetworkDenied
+from flinkop.settings import OperatorSettings
 from flinkop.spec import SpecError, parse_spec
 
 WEBHOOK_ID = "validate-flinkjob"  # kopf routes the URL path /validate-flinkjob to this handler
 
 _server: kopf.WebhookServer | None = None
+_guard = OperatorSettings.from_env().net_guard()
 
 
 def listen(addr: str, port: int, certfile: str, keyfile: str) -> None:
@@ -38,19 +44,39 @@ def configure_admission(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.admission.server = _server
 
 
-def refusal(operation: str, old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str | None:
+def refusal(
+    operation: str,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any],
+    namespace: str = "",
+    policy: AccessPolicy | None = None,
+    guard: NetGuard | None = None,
+) -> str | None:
     """Why this CREATE or UPDATE must be refused, or None to admit it."""
     new_spec = new.get("spec") or {}
-    old_spec = (old or {}).get("spec") or {}
+    old_spec = _mapping((old or {}).get("spec"))
     if operation == "UPDATE" and new_spec == old_spec:
         return None  # metadata only (finalizers, kopf's annotations): never block the operator's own writes
+    if not isinstance(new_spec, Mapping):
+        return "spec must be an object"
     try:
         parsed = parse_spec(new_spec)
     except SpecError as exc:
         return str(exc)
+    if guard is not None:
+        try:
+            guard.check_url_statically(parsed.flink_rest_url, "spec.flinkRestUrl")
+            if parsed.deployment.jar_uri.startswith(("http://", "https://")):
+                guard.check_url_statically(parsed.deployment.jar_uri, "spec.jar.uri")
+        except NetworkDenied as exc:
+            return f"DeniedNetwork: {exc}"
+    if policy is not None:
+        refused = policy.refusal(namespace, parsed)
+        if refused is not None:
+            return f"{refused[0]}: {refused[1]}"
     if operation == "UPDATE" and old is not None:
         old_url = str(old_spec.get("flinkRestUrl") or "").rstrip("/")
-        status = old.get("status") or {}
+        status = _mapping(old.get("status"))
         if old_url and parsed.flink_rest_url != old_url and _job_deployed(status):
             return (
                 f"spec.flinkRestUrl cannot change from {old_url} while job {status.get('jobId')} runs there "
@@ -60,6 +86,10 @@ def refusal(operation: str, old: Mapping[str, Any] | None, new: Mapping[str, Any
                 "with the new spec.flinkRestUrl and spec.initialSavepointPath set to that savepoint."
             )
     return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _job_deployed(status: Mapping[str, Any]) -> bool:
@@ -73,6 +103,8 @@ def _job_deployed(status: Mapping[str, Any]) -> bool:
 
 @kopf.on.validate(GROUP, VERSION, PLURAL, id=WEBHOOK_ID, operations=["CREATE", "UPDATE"])
 def validate_flinkjob(**kwargs: Any) -> None:
-    reason = refusal(kwargs["operation"], kwargs["old"], kwargs["new"])
+    new = kwargs["new"]
+    namespace = str(kwargs.get("namespace") or (new.get("metadata") or {}).get("namespace") or "")
+    reason = refusal(kwargs["operation"], kwargs["old"], new, namespace, cluster_access.CURRENT.get(), _guard)
     if reason is not None:
         raise kopf.AdmissionError(reason, code=422)

@@ -8,6 +8,7 @@ error message, a log line, an Event or the status. Errors name the Secret and th
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import tempfile
@@ -48,6 +49,14 @@ class RestCredentials:
         if self.username is not None:
             return (self.username, self.password or "")
         return None
+
+    def secret_texts(self) -> tuple[str, ...]:
+        """The secret strings as they may come back in an answer: the token, the password, and the
+        base64 of `user:password` that basic auth sends (an endpoint may echo its request's headers)."""
+        texts = [t for t in (self.token, self.password) if t]
+        if self.username is not None and self.password:
+            texts.append(base64.b64encode(f"{self.username}:{self.password}".encode()).decode())
+        return tuple(sorted(set(texts), key=len, reverse=True))
 
     def verify(self) -> bool | str:
         """What `requests` takes as `verify`: a CA bundle file, or whether to check certificates."""

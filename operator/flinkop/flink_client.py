@@ -2,22 +2,37 @@
 
 Each method is one REST call with a timeout. Reads and idempotent writes are retried on
 connection errors and 502/503/504; errors say which call on which cluster failed and why.
+
+The endpoint is untrusted input (a FlinkJob's author chooses it): each attempt has a total deadline
+(the timeout, however slowly the answer drips), the body read is capped (`max_response_bytes`),
+redirects are not followed, connections go only to addresses the `NetGuard` vetted, an answer of the
+wrong shape is an error naming the call, and the request's own credentials are cut out of any text
+of the answer that reaches an error message.
 """
 
 from __future__ import annotations
 
+import functools
+import json as jsonlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import requests
 
 from flinkop.credentials import RestCredentials
+from flinkop.guarded_http import BodyTooLarge, guarded_session, read_capped, total_deadline
+from flinkop.netguard import NetGuard, NetworkDenied
 
 SavepointStatus = Literal["IN_PROGRESS", "COMPLETED", "FAILED", "UNKNOWN"]
 TERMINAL_JOB_STATES = frozenset({"FINISHED", "CANCELED", "FAILED", "SUSPENDED"})
 _RETRYABLE_HTTP = frozenset({502, 503, 504})
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+UPLOAD_BYTES_PER_SECOND = 1_000_000  # the slowest upload a jar's deadline allows for
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class FlinkError(Exception):
@@ -37,6 +52,26 @@ class FlinkUnreachable(FlinkError):
 
 class FlinkNotFound(FlinkError):
     """Flink answered 404: the job, jar or trigger does not exist there."""
+
+
+class FlinkDenied(FlinkUnreachable):
+    """The endpoint resolves into a denied network (`NetGuard`): nothing was sent."""
+
+
+def _shaped(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """An answer that is JSON but not of the shape Flink gives becomes a FlinkError naming the call."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+            client = args[0]
+            assert isinstance(client, FlinkClient)
+            detail = client.scrub(f"the answer is not shaped as Flink's ({type(exc).__name__}: {str(exc)[:200]})")
+            raise FlinkError(method.__name__.replace("_", " "), client.base_url, detail) from None
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -110,11 +145,13 @@ class FlinkClient:
     timeout: float = 10.0
     retries: int = 2
     retry_backoff: float = 0.5
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session = field(default_factory=lambda: guarded_session(NetGuard(), "Flink REST"))
     credentials: RestCredentials | None = field(default=None, repr=False)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
+        self._secrets = self.credentials.secret_texts() if self.credentials is not None else ()
         if self.credentials is not None:
             authorization = self.credentials.authorization()
             if isinstance(authorization, str):
@@ -128,6 +165,12 @@ class FlinkClient:
         """The endpoint and the credentials used on it (their digest): what read caches are keyed by,
         so that FlinkJobs with different credentials never share what one of them read."""
         return f"{self.base_url}#{self.credentials.key}" if self.credentials is not None else self.base_url
+
+    def scrub(self, text: str) -> str:
+        """Text from the endpoint, with this client's credentials cut out (an endpoint may echo them)."""
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
 
     # -- transport -------------------------------------------------------------------------
 
@@ -146,63 +189,121 @@ class FlinkClient:
         url = f"{self.base_url}{path}"
         attempts = 1 + (self.retries if retry else 0)
         last: FlinkError | None = None
+        limit = timeout or self.timeout
         for attempt in range(attempts):
             if attempt:
                 time.sleep(self.retry_backoff * attempt)
             try:
-                resp = self.session.request(
-                    method,
-                    url,
-                    json=json,
-                    files=files,
-                    params=params,
-                    timeout=timeout or self.timeout,
-                    # Given per request: requests lets REQUESTS_CA_BUNDLE override the session's own setting.
-                    verify=self.session.verify,
-                )
+                with total_deadline(limit) as scope:
+                    status, reason, body, location = self._exchange(method, url, json, files, params, limit)
+                if scope.expired:
+                    raise requests.Timeout("cut off")
+            except NetworkDenied as exc:
+                raise FlinkDenied(call, url, str(exc)) from None
             except requests.exceptions.SSLError as exc:
                 last = FlinkUnreachable(call, url, f"TLS handshake failed; check spec.tls ({_short(exc)})")
                 continue
-            except requests.Timeout as exc:
-                last = FlinkUnreachable(call, url, f"no answer within {timeout or self.timeout:g} s ({exc})")
+            except (requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                if not scope.expired and not isinstance(exc, requests.Timeout):
+                    last = FlinkUnreachable(call, url, f"the answer broke off ({_short(exc)})")
+                else:
+                    last = FlinkUnreachable(call, url, f"no complete answer within {limit:g} s")
                 continue
             except requests.ConnectionError as exc:
-                last = FlinkUnreachable(call, url, f"cannot connect ({_short(exc)})")
+                if scope.expired:
+                    last = FlinkUnreachable(call, url, f"no complete answer within {limit:g} s")
+                else:
+                    last = FlinkUnreachable(call, url, f"cannot connect ({_short(exc)})")
                 continue
-            if resp.status_code in _RETRYABLE_HTTP:
-                last = FlinkError(call, url, f"HTTP {resp.status_code}: {_errors(resp)}", resp.status_code)
+            except BodyTooLarge as exc:
+                raise FlinkError(call, url, f"{exc}; not read (FLINKOP_FLINK_MAX_RESPONSE_BYTES)") from None
+            except requests.RequestException as exc:
+                raise FlinkError(call, url, self.scrub(_short(exc))) from None
+            if status in _RETRYABLE_HTTP:
+                last = FlinkError(call, url, f"HTTP {status}: {self._errors(body, reason)}", status)
                 continue
-            if resp.status_code in (401, 403):
+            if status in (401, 403):
                 raise FlinkError(
                     call,
                     url,
-                    f"HTTP {resp.status_code}: the endpoint refused the request's credentials (spec.restAuthSecretRef)",
-                    resp.status_code,
+                    f"HTTP {status}: the endpoint refused the request's credentials (spec.restAuthSecretRef)",
+                    status,
                 )
-            if resp.status_code == 404:
-                raise FlinkNotFound(call, url, f"HTTP 404: {_errors(resp)}", 404)
-            if resp.status_code >= 400:
-                raise FlinkError(call, url, f"HTTP {resp.status_code}: {_errors(resp)}", resp.status_code)
-            if not resp.content:
+            if 300 <= status < 400:
+                where = self.scrub(location or "nowhere")[:200]
+                raise FlinkError(
+                    call,
+                    url,
+                    f"HTTP {status}: a redirect to {where}; Flink does not redirect, and the operator does not follow",
+                    status,
+                )
+            if status == 404:
+                raise FlinkNotFound(call, url, f"HTTP 404: {self._errors(body, reason)}", 404)
+            if status >= 400:
+                raise FlinkError(call, url, f"HTTP {status}: {self._errors(body, reason)}", status)
+            if not body:
                 return {}
             try:
-                return resp.json()
-            except ValueError as exc:
-                raise FlinkError(call, url, f"answer is not JSON: {resp.text[:200]!r}") from exc
+                return jsonlib.loads(body)
+            except ValueError:
+                text = self.scrub(body[:4096].decode("utf-8", "replace"))[:200]
+                raise FlinkError(call, url, f"answer is not JSON: {text!r}") from None
         assert last is not None
         raise last
 
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        json: dict[str, Any] | None,
+        files: dict[str, Any] | None,
+        params: dict[str, str] | None,
+        timeout: float,
+    ) -> tuple[int, str, bytes, str | None]:
+        """One request: (status, reason, body read up to the cap, Location header)."""
+        with self.session.request(
+            method,
+            url,
+            json=json,
+            files=files,
+            params=params,
+            timeout=timeout,
+            # Given per request: requests lets REQUESTS_CA_BUNDLE override the session's own setting.
+            verify=self.session.verify,
+            stream=True,
+            allow_redirects=False,
+        ) as resp:
+            return (
+                resp.status_code,
+                resp.reason or "",
+                read_capped(resp, self.max_response_bytes),
+                resp.headers.get("Location"),
+            )
+
+    def _errors(self, body: bytes, reason: str) -> str:
+        try:
+            parsed = jsonlib.loads(body)
+        except ValueError:
+            return self.scrub(body[:4096].decode("utf-8", "replace") or reason[:200])[:300]
+        errors = parsed.get("errors") if isinstance(parsed, dict) else None
+        if isinstance(errors, list) and errors:
+            return summarize_exception(self.scrub("\n".join(str(e) for e in errors)))
+        return self.scrub(str(parsed)[:4096])[:300]
+
     # -- cluster ---------------------------------------------------------------------------
 
+    @_shaped
     def config(self) -> dict[str, str]:
         """The JobManager's configuration (`GET /jobmanager/config`) as a key -> value map."""
         entries = self._request("read cluster configuration", "GET", "/jobmanager/config")
         return {str(e["key"]): str(e["value"]) for e in entries}
 
+    @_shaped
     def overview(self) -> dict[str, Any]:
         result: dict[str, Any] = self._request("read cluster overview", "GET", "/overview")
         return result
 
+    @_shaped
     def jobs_overview(self) -> dict[str, JobInfo]:
         """Every job the cluster knows, in one call (`GET /jobs/overview`, answered live), by id.
         Its entries have task counts, not vertices."""
@@ -221,6 +322,7 @@ class FlinkClient:
 
     # -- jars ------------------------------------------------------------------------------
 
+    @_shaped
     def list_jars(self) -> list[JarFile]:
         body = self._request("list jars", "GET", "/jars")
         return [
@@ -228,6 +330,7 @@ class FlinkClient:
             for f in body.get("files", [])
         ]
 
+    @_shaped
     def upload_jar(self, path: Path, name: str) -> str:
         """Uploads a jar under `name`; returns its jar id. Not retried: an upload is not idempotent."""
         with open(path, "rb") as fh:
@@ -237,11 +340,14 @@ class FlinkClient:
                 "/jars/upload",
                 files={"jarfile": (name, fh, "application/x-java-archive")},
                 retry=False,
-                timeout=max(self.timeout, 120.0),
+                # The whole upload's deadline: 120 s, or more for a jar too large to send at 1 MB/s by then.
+                timeout=max(self.timeout, 120.0, path.stat().st_size / UPLOAD_BYTES_PER_SECOND),
             )
         filename = str(body.get("filename", ""))
         if not filename:
-            raise FlinkError(f"upload jar {name}", f"{self.base_url}/jars/upload", f"no filename in {body!r}")
+            raise FlinkError(
+                f"upload jar {name}", f"{self.base_url}/jars/upload", self.scrub(f"no filename in {body!r}")[:300]
+            )
         return filename.rsplit("/", 1)[-1]
 
     def delete_jar(self, jar_id: str) -> None:
@@ -255,6 +361,7 @@ class FlinkClient:
             if not (exc.status == 400 and "does not exist" in exc.detail):
                 raise
 
+    @_shaped
     def run_jar(
         self,
         jar_id: str,
@@ -291,8 +398,11 @@ class FlinkClient:
 
     # -- jobs ------------------------------------------------------------------------------
 
+    @_shaped
     def job(self, job_id: str) -> JobInfo:
         body = self._request(f"read job {job_id}", "GET", f"/jobs/{job_id}")
+        if not isinstance(body.get("state"), str) or not isinstance(body.get("jid", job_id), str):
+            raise ValueError("a job without a state or with a jid that is not a string")
         vertices = tuple(
             VertexInfo(
                 id=str(v.get("id", "")),
@@ -310,12 +420,14 @@ class FlinkClient:
             start_time_ms=int(body.get("start-time", 0) or 0),
         )
 
+    @_shaped
     def job_state(self, job_id: str) -> str:
         """The job's state as the dispatcher knows it now (`/jobs/<id>` is cached for
         web.refresh-interval, 3 s by default; `/jobs/<id>/status` is not)."""
         body = self._request(f"read state of job {job_id}", "GET", f"/jobs/{job_id}/status")
         return str(body.get("status", ""))
 
+    @_shaped
     def job_root_exception(self, job_id: str) -> str | None:
         """The first line-ish of the job's root exception, with the deepest cause Flink gives."""
         body = self._request(f"read exceptions of job {job_id}", "GET", f"/jobs/{job_id}/exceptions")
@@ -323,17 +435,19 @@ class FlinkClient:
         text = body.get("root-exception") or (history[0].get("stacktrace") if history else None)
         if not text:
             return None
-        return summarize_exception(str(text))
+        return summarize_exception(self.scrub(str(text)))
 
     def cancel_job(self, job_id: str) -> None:
         self._request(f"cancel job {job_id}", "PATCH", f"/jobs/{job_id}", params={"mode": "cancel"})
 
+    @_shaped
     def stop_with_savepoint(self, job_id: str, *, trigger_id: str, target_directory: str, drain: bool) -> str:
         """`flink stop`: triggers stop-with-savepoint with our own trigger id (idempotent)."""
         body = {"targetDirectory": target_directory, "drain": drain, "triggerId": trigger_id}
         answer = self._request(f"stop job {job_id} with a savepoint", "POST", f"/jobs/{job_id}/stop", json=body)
         return str(answer.get("request-id", trigger_id))
 
+    @_shaped
     def trigger_savepoint(self, job_id: str, *, trigger_id: str, target_directory: str, cancel_job: bool) -> str:
         """`flink savepoint` (cancel_job=False) or `flink cancel -s` (cancel_job=True)."""
         body = {"target-directory": target_directory, "cancel-job": cancel_job, "triggerId": trigger_id}
@@ -341,6 +455,7 @@ class FlinkClient:
         answer = self._request(what.format(job_id), "POST", f"/jobs/{job_id}/savepoints", json=body)
         return str(answer.get("request-id", trigger_id))
 
+    @_shaped
     def savepoint_status(self, job_id: str, trigger_id: str) -> SavepointOperation:
         try:
             body = self._request(
@@ -358,14 +473,17 @@ class FlinkClient:
         state = str(body.get("status", {}).get("id", ""))
         if state == "IN_PROGRESS":
             return SavepointOperation("IN_PROGRESS")
-        failure = _operation_failure(body)
+        failure = self._operation_failure(body)
         if failure is not None:
             return SavepointOperation("FAILED", failure=failure)
         location = (body.get("operation") or {}).get("location")
         if location:
             return SavepointOperation("COMPLETED", location=str(location))
-        return SavepointOperation("FAILED", failure=f"savepoint finished without a location: {body!r}")
+        return SavepointOperation(
+            "FAILED", failure=self.scrub(f"savepoint finished without a location: {body!r}")[:400]
+        )
 
+    @_shaped
     def resource_requirements(self, job_id: str) -> dict[str, int]:
         """The adaptive scheduler's per-vertex parallelism upper bounds."""
         body = self._request(
@@ -380,6 +498,7 @@ class FlinkClient:
             f"set resource requirements of job {job_id}", "PUT", f"/jobs/{job_id}/resource-requirements", json=body
         )
 
+    @_shaped
     def dispose_savepoint(self, path: str) -> str:
         """`flink savepoint -d PATH`: starts disposing of a savepoint (no job needed); the trigger id."""
         answer = self._request(
@@ -387,6 +506,7 @@ class FlinkClient:
         )
         return str(answer["request-id"])
 
+    @_shaped
     def disposal_status(self, trigger_id: str) -> SavepointOperation:
         """COMPLETED (location None) when the savepoint is gone, FAILED with the cause otherwise."""
         try:
@@ -395,11 +515,19 @@ class FlinkClient:
             return SavepointOperation("UNKNOWN")
         if str(body.get("status", {}).get("id", "")) == "IN_PROGRESS":
             return SavepointOperation("IN_PROGRESS")
-        failure = _operation_failure(body)
+        failure = self._operation_failure(body)
         if failure is not None:
             return SavepointOperation("FAILED", failure=failure)
         return SavepointOperation("COMPLETED")
 
+    def _operation_failure(self, body: dict[str, Any]) -> str | None:
+        """The cause of a finished asynchronous operation (savepoint, disposal) that failed, if it did."""
+        cause = (body.get("operation") or {}).get("failure-cause")
+        if not cause:
+            return None
+        return summarize_exception(self.scrub(str(cause.get("stack-trace") or cause.get("class") or cause)))
+
+    @_shaped
     def latest_savepoint(self, job_id: str) -> LatestSavepoint | None:
         """The job's latest completed savepoint, from its checkpoint statistics."""
         body = self._request(f"read checkpoints of job {job_id}", "GET", f"/jobs/{job_id}/checkpoints")
@@ -437,14 +565,6 @@ class FlinkClient:
         return StartProgress(checkpointing, latest_ms, tuple(failures))
 
 
-def _operation_failure(body: dict[str, Any]) -> str | None:
-    """The cause of a finished asynchronous operation (savepoint, disposal) that failed, if it did."""
-    cause = (body.get("operation") or {}).get("failure-cause")
-    if not cause:
-        return None
-    return summarize_exception(str(cause.get("stack-trace") or cause.get("class") or cause))
-
-
 def summarize_exception(text: str, limit: int = 1000) -> str:
     """Flink's stack traces, cut to what a person needs: the deepest 'Caused by' message."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -457,17 +577,6 @@ def summarize_exception(text: str, limit: int = 1000) -> str:
             chosen = ln.removeprefix("Caused by:").strip()
             break
     return chosen if len(chosen) <= limit else chosen[: limit - 1] + "…"
-
-
-def _errors(resp: requests.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return resp.text[:300] or resp.reason
-    errors = body.get("errors") if isinstance(body, dict) else None
-    if errors:
-        return summarize_exception("\n".join(str(e) for e in errors))
-    return str(body)[:300]
 
 
 def _short(exc: Exception) -> str:

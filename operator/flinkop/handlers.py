@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from flinkop import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION, credentials, logs
+from flinkop import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION, cluster_access, credentials, logs
 from flinkop.jar_users import JarUsers
 from flinkop.jars import JarFetcher
 from flinkop.kube import Conflict, SecretReader, StatusStore
@@ -30,8 +30,16 @@ from flinkop.slots import UpgradeSlots
 from flinkop.times import parse_time
 
 SETTINGS = OperatorSettings.from_env()
-_clients = Clients(timeout=SETTINGS.flink_timeout, overview_max_age=SETTINGS.overview_max_age)
-_fetcher = JarFetcher(SETTINGS.jar_cache_dir, SETTINGS.max_jar_bytes, SETTINGS.jar_allowed_hosts)
+_guard = SETTINGS.net_guard()  # never link-local nor cloud metadata (netguard.py)
+_clients = Clients(SETTINGS.flink_timeout, SETTINGS.overview_max_age, _guard, SETTINGS.flink_max_response_bytes)
+_fetcher = JarFetcher(
+    SETTINGS.jar_cache_dir,
+    SETTINGS.max_jar_bytes,
+    SETTINGS.jar_allowed_hosts,
+    allow_file=SETTINGS.jar_allow_file,
+    guard=_guard,
+    deadline=SETTINGS.jar_fetch_deadline,
+)
 _slots = UpgradeSlots(SETTINGS.max_concurrent_upgrades)
 _jar_users = JarUsers()
 METRICS.in_flight = lambda: _slots.in_flight
@@ -138,6 +146,9 @@ def _one_pass(
                 slots=_slots,
                 jar_users=_jar_users,
                 credentials_for=lambda spec: credentials.resolve(spec, meta["namespace"], read_secret),
+                admit=lambda spec: cluster_access.refusal(
+                    spec, meta["namespace"], _guard, cluster_access.CURRENT.get()
+                ),
                 recorded_status=recorded,
                 may_leave_unwritten=may_leave_unwritten,
             )

@@ -2,6 +2,11 @@
 
 A fetched jar is kept in a local cache named by its digest; on the cluster it is uploaded under
 a name that carries the digest, so that an upload of the same content is found and reused.
+
+A jar server is untrusted input: a download is capped in size (`max_bytes`) and in total time
+(`deadline`), goes only to vetted addresses (`NetGuard`: never link-local or cloud metadata), and
+redirects are followed by hand, each hop checked against the host allow-list and the guard before
+it is requested. `file://` jars read the operator's own disk and are refused unless enabled.
 """
 
 from __future__ import annotations
@@ -13,18 +18,26 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from typing import Any
+from urllib.parse import unquote, urljoin, urlparse
 
 import requests
 
-DOWNLOAD_TIMEOUT = 30.0
+from flinkop.guarded_http import guarded_session, total_deadline
+from flinkop.netguard import NetGuard, NetworkDenied
+
+DOWNLOAD_TIMEOUT = 30.0  # per read
+DEFAULT_DEADLINE = 300.0  # for the whole download
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+MAX_REDIRECTS = 5
 _REMOTE_CACHE_SECONDS = 60.0
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class JarError(Exception):
     def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason  # JarFetchFailed | JarDigestMismatch | NotAJar | JarTooLarge | JarHostNotAllowed
+        # JarFetchFailed | JarDigestMismatch | NotAJar | JarTooLarge | JarHostNotAllowed | DeniedNetwork
+        self.reason = reason
         super().__init__(message)
 
 
@@ -66,16 +79,43 @@ def host_allowed(uri: str, allowed: tuple[str, ...]) -> bool:
 
 class JarFetcher:
     def __init__(
-        self, cache_dir: Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES, allowed_hosts: tuple[str, ...] = ()
+        self,
+        cache_dir: Path | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        allowed_hosts: tuple[str, ...] = (),
+        *,
+        allow_file: bool = False,
+        guard: NetGuard | None = None,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
+        from flinkop.settings import JAR_HOSTS_PLACEHOLDER
+
         self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "flinkop-jars"
         self.max_bytes = max_bytes
         self.allowed_hosts = allowed_hosts
+        # `file` in the allow-list is an explicit opt-in too (it names file:// as a source).
+        self.allow_file = allow_file or "file" in allowed_hosts
+        self.placeholder = JAR_HOSTS_PLACEHOLDER in allowed_hosts
+        self.guard = guard or NetGuard()
+        self.deadline = deadline
+        self._session = guarded_session(self.guard, "jar fetch")
         self._file_digests: dict[tuple[str, int, int], str] = {}
         self._remote: dict[str, tuple[float, LocalJar]] = {}
 
     def fetch(self, uri: str, expected_sha256: str | None) -> LocalJar:
         parsed = urlparse(uri)
+        if self.placeholder:
+            raise JarError(
+                "JarHostNotAllowed",
+                f"jar {uri} was not fetched: the operator's FLINKOP_JAR_ALLOWED_HOSTS is still the placeholder of "
+                "deploy/operator.yaml; whoever runs the operator must set it to the hosts jars may come from",
+            )
+        if parsed.scheme == "file" and not self.allow_file:
+            raise JarError(
+                "JarHostNotAllowed",
+                f"jar {uri} was not read: file:// jars (the operator's own disk) are off; whoever runs the operator "
+                "can enable them with FLINKOP_JAR_ALLOW_FILE=true",
+            )
         self._check_host(uri)
         if parsed.scheme == "file":
             jar = self._local(Path(unquote(parsed.path)), uri)
@@ -112,25 +152,28 @@ class JarFetcher:
             return cached[1]
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
-        size = 0
         fd, tmp_name = tempfile.mkstemp(dir=self.cache_dir, suffix=".part")
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb") as out, total_deadline(self.deadline) as scope:
                 try:
-                    with requests.get(uri, stream=True, timeout=DOWNLOAD_TIMEOUT) as resp:
-                        for hop in (*resp.history, resp):
-                            self._check_host(hop.url, f" (redirected from {uri})" if hop.url != uri else "")
-                        if resp.status_code != 200:
-                            raise JarError("JarFetchFailed", f"jar {uri} could not be fetched: HTTP {resp.status_code}")
-                        for chunk in resp.iter_content(chunk_size=1 << 16):
-                            size += len(chunk)
-                            if size > self.max_bytes:
-                                raise JarError("JarTooLarge", f"jar {uri} is over the limit of {self.max_bytes} bytes")
-                            digest.update(chunk)
-                            out.write(chunk)
+                    self._download(uri, out, digest)
+                except NetworkDenied as exc:
+                    raise JarError("DeniedNetwork", f"jar {uri} was not fetched: {exc}") from None
                 except requests.RequestException as exc:
-                    raise JarError("JarFetchFailed", f"jar {uri} could not be fetched: {exc}") from exc
+                    if scope.expired:
+                        raise JarError(
+                            "JarFetchFailed",
+                            f"jar {uri} could not be fetched: not complete within {self.deadline:g} s "
+                            "(FLINKOP_JAR_FETCH_TIMEOUT)",
+                        ) from None
+                    raise JarError("JarFetchFailed", f"jar {uri} could not be fetched: {_short(exc)}") from None
+                if scope.expired:  # a body without a length ends where the deadline cut it
+                    raise JarError(
+                        "JarFetchFailed",
+                        f"jar {uri} could not be fetched: not complete within {self.deadline:g} s "
+                        "(FLINKOP_JAR_FETCH_TIMEOUT)",
+                    )
             self._check_jar(tmp, uri)
             final = self.cache_dir / f"{digest.hexdigest()}.jar"
             tmp.replace(final)
@@ -139,6 +182,30 @@ class JarFetcher:
         jar = LocalJar(final, digest.hexdigest())
         self._remote[uri] = (time.monotonic(), jar)
         return jar
+
+    def _download(self, uri: str, out: Any, digest: Any) -> None:
+        """Streams `uri` into `out`, following redirects by hand: each hop is checked before it is asked."""
+        url = uri
+        for _ in range(MAX_REDIRECTS + 1):
+            with self._session.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT, allow_redirects=False) as resp:
+                if resp.status_code in _REDIRECTS and resp.headers.get("Location"):
+                    following = urljoin(url, resp.headers["Location"])
+                    if urlparse(following).scheme not in ("http", "https"):
+                        raise JarError("JarFetchFailed", f"jar {uri} redirects to {following!r}, not http(s)")
+                    self._check_host(following, f" (redirected from {uri})")
+                    url = following
+                    continue
+                if resp.status_code != 200:
+                    raise JarError("JarFetchFailed", f"jar {uri} could not be fetched: HTTP {resp.status_code}")
+                size = 0
+                for chunk in resp.iter_content(chunk_size=1 << 16):
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise JarError("JarTooLarge", f"jar {uri} is over the limit of {self.max_bytes} bytes")
+                    digest.update(chunk)
+                    out.write(chunk)
+                return
+        raise JarError("JarFetchFailed", f"jar {uri} redirects more than {MAX_REDIRECTS} times; not followed")
 
     def _check_host(self, uri: str, how: str = "") -> None:
         if not host_allowed(uri, self.allowed_hosts):
@@ -161,3 +228,10 @@ def _sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 16), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    if "Connection refused" in text:
+        return "connection refused"
+    return text[:300]

@@ -52,6 +52,9 @@ class JobView:
 class Observation:
     flink_error: str | None = None  # Flink could not be reached: nothing else is known
     credentials_error: str | None = None  # the Secrets the spec names could not be used: Flink was not asked
+    # (Stalled reason, message) when the operator's policy forbids the spec's cluster, savepoint path or
+    # network (cluster_access.refusal): Flink was not asked
+    refusal: tuple[str, str] | None = None
     cluster_savepoint_dir: str | None = None
     cluster_scheduler: str | None = None  # jobmanager.scheduler: "adaptive" allows in-place rescaling
     cluster_ha: bool = False  # the cluster runs with high availability: its JobManager recovers its jobs

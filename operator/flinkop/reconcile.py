@@ -17,9 +17,11 @@ from typing import Any
 from flinkop.act import perform
 from flinkop.actions import Action, UploadJar
 from flinkop.credentials import CredentialsError, RestCredentials
-from flinkop.flink_client import FlinkClient, FlinkError, FlinkUnreachable
+from flinkop.flink_client import DEFAULT_MAX_RESPONSE_BYTES, FlinkClient, FlinkError, FlinkUnreachable
+from flinkop.guarded_http import guarded_session
 from flinkop.jar_users import JarUsers
 from flinkop.jars import JarFetcher
+from flinkop.netguard import NetGuard
 from flinkop.observation import Observation, after_action
 from flinkop.observe import JobsOverviews, check_jar, observe
 from flinkop.plan import Decision, Event, PlanInput, plan, record_action_failure, record_action_result
@@ -52,8 +54,16 @@ class PassResult:
 class Clients:
     """One Flink REST client per cluster URL, shared by every FlinkJob on that cluster."""
 
-    def __init__(self, timeout: float = 10.0, overview_max_age: float = 5.0) -> None:
+    def __init__(
+        self,
+        timeout: float = 10.0,
+        overview_max_age: float = 5.0,
+        guard: NetGuard | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
         self.timeout = timeout
+        self.guard = guard or NetGuard()
+        self.max_response_bytes = max_response_bytes
         self.overviews = JobsOverviews(overview_max_age)
         self._clients: dict[str, FlinkClient] = {}
         self._lock = threading.Lock()
@@ -63,7 +73,13 @@ class Clients:
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                client = self._clients[key] = FlinkClient(url, timeout=self.timeout, credentials=credentials)
+                client = self._clients[key] = FlinkClient(
+                    url,
+                    timeout=self.timeout,
+                    session=guarded_session(self.guard, "Flink REST"),
+                    credentials=credentials,
+                    max_response_bytes=self.max_response_bytes,
+                )
             return client
 
 
@@ -119,6 +135,7 @@ def run_pass(
     slots: UpgradeSlots | None = None,
     jar_users: JarUsers | None = None,
     credentials_for: Callable[[FlinkJobSpec], RestCredentials] | None = None,
+    admit: Callable[[FlinkJobSpec], tuple[str, str] | None] | None = None,
     recorded_status: Mapping[str, Any] | None = None,
     may_leave_unwritten: bool = False,
 ) -> PassResult:
@@ -133,7 +150,8 @@ def run_pass(
         parsed = exc
     client = None
     credentials_error = None
-    if isinstance(parsed, FlinkJobSpec):
+    refusal = admit(parsed) if admit is not None and isinstance(parsed, FlinkJobSpec) else None
+    if isinstance(parsed, FlinkJobSpec) and refusal is None:
         try:
             credentials = credentials_for(parsed) if credentials_for is not None else None
         except CredentialsError as exc:
@@ -145,7 +163,7 @@ def run_pass(
     elif isinstance(parsed, FlinkJobSpec) and client:
         obs = observe(parsed, current, client, fetcher, deleting, clients.overviews)
     else:
-        obs = Observation(credentials_error=credentials_error)
+        obs = Observation(credentials_error=credentials_error, refusal=refusal)
     fresh_id = uuid.uuid4().hex
 
     def decide(observed: Observation) -> Decision:
@@ -193,6 +211,7 @@ def run_pass(
         emit(event)
     requeue = decision.requeue_after
     error = "flink_unreachable" if obs.flink_error else "credentials" if obs.credentials_error else None
+    error = "refused" if obs.refusal else error
     performed = None
     observation_after = None
     if decision.action is not None and client is not None:

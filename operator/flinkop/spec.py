@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 JAR_SCHEMES = ("file", "http", "https")
@@ -163,20 +163,52 @@ def _non_negative_int(spec: Mapping[str, Any], key: str, default: int) -> int:
     return value
 
 
+def _optional(spec: Mapping[str, Any], key: str, kind: type, what: str) -> Any:
+    """spec[key] when it is of `kind` (or absent/null: None); SpecError naming the field otherwise."""
+    value = spec.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise SpecError(f"spec.{key} {_show(value)} must be {what}")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+def _url(value: str, field: str) -> ParseResult:
+    """urlparse, with what it raises or lets through (spaces, control characters, a bad port) as SpecError."""
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise SpecError(f"{field} {_show(value)} contains spaces or control characters")
+    try:
+        parsed = urlparse(value)
+        parsed.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
+    except ValueError as exc:
+        raise SpecError(f"{field} {_show(value)} is not a valid URL ({exc})") from None
+    return parsed
+
+
 def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
     """Parses a FlinkJob's spec, with the contract's defaults. Raises SpecError, naming the field,
-    for what the CRD schema cannot reject on Kubernetes 1.20 (cross-field rules, formats)."""
+    for what the CRD schema cannot reject on Kubernetes 1.20 (cross-field rules, formats), and for
+    anything else a spec may hold: the webhook and every pass run this on untrusted input."""
+    if not isinstance(spec, Mapping):
+        raise SpecError("spec must be an object")
     url = spec.get("flinkRestUrl")
     if not isinstance(url, str) or not url:
         raise SpecError("spec.flinkRestUrl is required (the REST endpoint of the Flink session cluster)")
-    parsed_url = urlparse(url)
-    if parsed_url.scheme not in ("http", "https") or not parsed_url.netloc:
-        raise SpecError(f"spec.flinkRestUrl {url!r} is not an http:// or https:// URL")
+    parsed_url = _url(url, "spec.flinkRestUrl")
+    if parsed_url.scheme not in ("http", "https") or not parsed_url.hostname:
+        raise SpecError(f"spec.flinkRestUrl {_show(url)} is not an http:// or https:// URL")
     jar = spec.get("jar") or {}
+    if not isinstance(jar, Mapping):
+        raise SpecError("spec.jar must be an object: {uri: ..., sha256: ...}")
     uri = jar.get("uri")
     if not isinstance(uri, str) or not uri:
         raise SpecError("spec.jar.uri is required (file://, http:// or https:// location of the job jar)")
-    scheme = urlparse(uri).scheme
+    scheme = _url(uri, "spec.jar.uri").scheme
     if scheme not in JAR_SCHEMES:
         raise SpecError(f"spec.jar.uri {uri!r} has scheme {scheme or '(none)'!r}; use file://, http:// or https://")
     sha = jar.get("sha256")
@@ -191,24 +223,24 @@ def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
     deployment = Deployment(
         jar_uri=uri,
         jar_sha256=str(sha).lower() if sha else None,
-        entry_class=spec.get("entryClass") or None,
+        entry_class=_optional(spec, "entryClass", str, "a string (a class name)") or None,
         args=tuple(args),
         parallelism=parallelism,
-        restart_nonce=spec.get("restartNonce"),
+        restart_nonce=_optional(spec, "restartNonce", int, "an integer"),
     )
     state = _enum(spec, "state", ("running", "suspended"), "running")
     upgrade_mode = _enum(spec, "upgradeMode", ("savepoint", "stateless"), "savepoint")
     savepoint_mode = _enum(spec, "savepointMode", ("stop", "cancel"), "stop")
-    drain = bool(spec.get("drain", False))
+    drain = bool(_optional(spec, "drain", bool, "true or false"))
     if drain and savepoint_mode != "stop":
         raise SpecError("spec.drain: true works only with spec.savepointMode: stop (cancel cannot drain)")
-    sp_dir = spec.get("savepointDirectory") or None
-    if sp_dir is not None and not urlparse(str(sp_dir)).scheme:
+    sp_dir = _optional(spec, "savepointDirectory", str, "a string (a URI)") or None
+    if sp_dir is not None and not _url(sp_dir, "spec.savepointDirectory").scheme:
         raise SpecError(
             f"spec.savepointDirectory {sp_dir!r} is not a URI; write it with its scheme, e.g. file:///data/sp"
         )
-    initial = spec.get("initialSavepointPath") or None
-    if initial is not None and not urlparse(str(initial)).scheme:
+    initial = _optional(spec, "initialSavepointPath", str, "a string (a URI)") or None
+    if initial is not None and not _url(initial, "spec.initialSavepointPath").scheme:
         raise SpecError(
             f"spec.initialSavepointPath {initial!r} is not a URI; write it as Flink reports it, e.g. "
             "file:///data/sp/savepoint-1a2b3c-0123456789ab"
@@ -219,10 +251,17 @@ def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
     if auth_ref and not (isinstance(auth_ref, Mapping) and isinstance(auth_ref.get("name"), str) and auth_ref["name"]):
         raise SpecError("spec.restAuthSecretRef must be {name: <Secret in this namespace>}")
     tls = spec.get("tls") or {}
-    ca_ref = tls.get("caSecretRef") or {} if isinstance(tls, Mapping) else {}
+    if not isinstance(tls, Mapping):
+        raise SpecError("spec.tls must be an object: {caSecretRef: ..., insecureSkipVerify: ...}")
+    ca_ref = tls.get("caSecretRef") or {}
     if ca_ref and not (isinstance(ca_ref, Mapping) and isinstance(ca_ref.get("name"), str) and ca_ref["name"]):
         raise SpecError("spec.tls.caSecretRef must be {name: <Secret in this namespace>, key: <default ca.crt>}")
-    insecure = bool(tls.get("insecureSkipVerify", False)) if isinstance(tls, Mapping) else False
+    insecure = tls.get("insecureSkipVerify", False)
+    if not isinstance(insecure, bool):
+        raise SpecError(f"spec.tls.insecureSkipVerify {_show(insecure)} must be true or false")
+    ca_key = ca_ref.get("key") if isinstance(ca_ref, Mapping) else None
+    if ca_key is not None and not (isinstance(ca_key, str) and ca_key):
+        raise SpecError("spec.tls.caSecretRef.key must be the name of a key in the Secret")
     if (ca_ref or insecure) and parsed_url.scheme != "https":
         raise SpecError("spec.tls applies to an https:// spec.flinkRestUrl only")
     if ca_ref and insecure:
@@ -237,19 +276,19 @@ def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
         savepoint_directory=sp_dir,
         allow_non_restored_state=_enum(spec, "allowNonRestoredState", ALLOW_NON_RESTORED, "Never"),
         restore_failure_policy=_enum(spec, "restoreFailurePolicy", ("Rollback", "Fail"), "Rollback"),
-        initial_savepoint_path=spec.get("initialSavepointPath") or None,
+        initial_savepoint_path=initial,
         savepoint_timeout_seconds=timeout,
-        savepoint_nonce=spec.get("savepointNonce"),
+        savepoint_nonce=_optional(spec, "savepointNonce", int, "an integer"),
         savepoint_interval_seconds=_positive_int(spec, "savepointIntervalSeconds", None),
         savepoint_history_limit=_positive_int(spec, "savepointHistoryLimit", 10) or 10,
         savepoint_max_age_seconds=_positive_int(spec, "savepointMaxAgeSeconds", None),
-        dispose_savepoints_on_delete=bool(spec.get("disposeSavepointsOnDelete", False)),
+        dispose_savepoints_on_delete=bool(_optional(spec, "disposeSavepointsOnDelete", bool, "true or false")),
         rescale_mode=_enum(spec, "rescaleMode", ("Auto", "InPlace", "Savepoint"), "Auto"),
         min_rescale_interval_seconds=_non_negative_int(spec, "minRescaleIntervalSeconds", 60),
         in_place_rescale_timeout_seconds=_positive_int(spec, "inPlaceRescaleTimeoutSeconds", 120) or 120,
         stability_timeout_seconds=_positive_int(spec, "stabilityTimeoutSeconds", 300) or 300,
         restart_lost_jobs=_bool(spec, "restartLostJobs", True),
-        scale_selector=spec.get("scaleSelector") or None,
+        scale_selector=_optional(spec, "scaleSelector", str, "a string (a label selector)") or None,
         rest_auth_secret=str(auth_ref["name"]) if auth_ref else None,
         tls_ca_secret=(str(ca_ref["name"]), str(ca_ref.get("key") or "ca.crt")) if ca_ref else None,
         tls_insecure_skip_verify=insecure,

@@ -20,7 +20,8 @@ import pytest
 import requests
 from testbed.certs import issue_server_cert, make_ca
 from testbed.flink_proxy import FlinkProxy
-from testbed.flinkjobs import FlinkJobs, is_ready_at_current_generation, is_stalled
+from testbed.flinkjobs import FlinkJobs, condition, is_ready_at_current_generation, is_stalled
+from testbed.hostile_server import HostileServer
 from testbed.operator_process import install_peering_crds, peer_priorities, start_operator
 from testbed.procs import ManagedProcess, free_port
 
@@ -30,6 +31,7 @@ RATE_ARGS = ["--rate", "200", "--keys", "4", "--checkpoint-interval-ms", "1000"]
 WEBHOOK = "validate.flinkjobs.flinkop.io"
 DENIED = f'admission webhook "{WEBHOOK}" denied the request'
 LABEL = "flinkop.io/webhook-test"
+ACCESS_CONFIGMAP = "flinkop-cluster-access"
 
 
 @dataclass
@@ -54,7 +56,11 @@ def webhook(kube: Any, crd: Path, own_namespace: str, bed_dir: Path) -> Iterator
         kube.admin_kubeconfig,
         args=("--namespace", own_namespace, *serve),
         # A FlinkJob with an invalid spec is released on delete only after this (see the last test).
-        extra_env={"FLINKOP_DELETE_TIMEOUT": "5"},
+        # The namespace-to-cluster mapping is read from this ConfigMap; absent (every test but one): off.
+        extra_env={
+            "FLINKOP_DELETE_TIMEOUT": "5",
+            "FLINKOP_CLUSTER_ACCESS_CONFIGMAP": f"{own_namespace}/{ACCESS_CONFIGMAP}",
+        },
     )
     name = f"flinkop-test-{own_namespace}"
     configuration = {
@@ -304,3 +310,70 @@ def test_a_standby_replica_paused_by_peering_answers_admission_reviews_too(
     finally:
         for replica in replicas.values():
             replica.stop()
+
+
+def access_configmap(namespace: str, *urls: str) -> dict[str, Any]:
+    rules = [
+        {
+            "name": "team-test",
+            "namespaces": [namespace],
+            "flinkRestUrls": list(urls),
+            "savepointPrefixes": ["file:///allowed/"],
+        }
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": ACCESS_CONFIGMAP, "namespace": namespace},
+        "data": {"rules.yaml": json.dumps(rules)},
+    }
+
+
+def test_the_namespace_to_cluster_mapping_is_enforced_on_every_pass_and_by_the_webhook_as_its_configmap_changes(
+    kube: Any, webhook: Webhook, flink: Any
+) -> None:
+    ns = webhook.namespace
+    jobs = FlinkJobs(kube.api_client(), ns)
+    other = HostileServer().start()  # a loopback endpoint the mapping will not allow; it records what reaches it
+    try:
+        # No ConfigMap yet: no mapping, as before this feature.
+        early = flinkjob(ns, "early", flinkRestUrl=other.url(""), jar={"uri": other.url("/good/none.jar")})
+        assert apply(kube, early).returncode == 0
+        wait_until(lambda: bool(other.seen), "a request from the operator while no mapping is set")
+
+        assert apply(kube, access_configmap(ns, flink.rest_url)).returncode == 0
+        refused = jobs.wait("early", lambda r: is_stalled(r, "ClusterNotAllowed"), "Stalled ClusterNotAllowed")
+        message = refused["status"]["message"]
+        assert f"spec.flinkRestUrl {other.url('')} is not allowed for namespace {ns}" in message
+        assert f"rule team-test allows {flink.rest_url}" in message
+        assert f"ConfigMap {ns}/{ACCESS_CONFIGMAP}" in message
+        seen = len(other.seen)
+        time.sleep(7)  # over two observe intervals (3 s on the bed): passes run, none asks the endpoint
+        assert len(other.seen) == seen, other.paths()[seen:]
+
+        disallowed = apply(kube, flinkjob(ns, "elsewhere", flinkRestUrl=other.url("")), "--dry-run=server")
+        assert DENIED in disallowed.stderr and "ClusterNotAllowed" in disallowed.stderr, disallowed.stderr
+        assert "rule team-test" in disallowed.stderr
+        path = apply(
+            kube,
+            flinkjob(ns, "path", flinkRestUrl=flink.rest_url, savepointDirectory="file:///other-team/sp"),
+            "--dry-run=server",
+        )
+        assert DENIED in path.stderr and "SavepointPathNotAllowed: spec.savepointDirectory" in path.stderr, path.stderr
+        metadata = apply(kube, flinkjob(ns, "imds", flinkRestUrl="http://169.254.169.254"), "--dry-run=server")
+        assert DENIED in metadata.stderr and "DeniedNetwork: spec.flinkRestUrl" in metadata.stderr, metadata.stderr
+        allowed = apply(
+            kube,
+            flinkjob(ns, "fine", flinkRestUrl=flink.rest_url, savepointDirectory="file:///allowed/team/sp"),
+            "--dry-run=server",
+        )
+        assert allowed.returncode == 0, allowed.stderr
+
+        # The ConfigMap changes: the operator reads it again, and the FlinkJob is no longer refused.
+        assert apply(kube, access_configmap(ns, flink.rest_url, other.url(""))).returncode == 0
+        wait_until(lambda: len(other.seen) > seen, "a request once the mapping allows the endpoint")
+        reason = condition(jobs.get("early"), "Stalled").get("reason")
+        assert reason != "ClusterNotAllowed", reason
+    finally:
+        kube.kubectl("delete", "configmap", ACCESS_CONFIGMAP, "-n", ns, check=False)
+        other.close()

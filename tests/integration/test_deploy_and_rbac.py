@@ -1,7 +1,8 @@
 """The operator's install manifests on the real apiserver: `kubectl apply -k deploy/` is accepted (and
 so is deploy/ with the webhook component), and the operator, run as deploy/operator.yaml runs it (with
-peering) under exactly the RBAC rules from deploy/, does a full savepoint upgrade and is refused
-anything beyond them, Secrets other than by name included."""
+peering, and the namespace-to-cluster ConfigMap in its own namespace) under exactly the RBAC rules from
+deploy/, does a full savepoint upgrade and is refused anything beyond them, Secrets other than by name
+and ConfigMaps outside its namespace included."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from typing import Any
 
 import pytest
 import yaml
-from testbed.flinkjobs import FlinkJobs, is_ready_at_current_generation
+from testbed.flinkjobs import FlinkJobs, is_ready_at_current_generation, is_stalled
 from testbed.operator_process import install_peering_crds, start_operator
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = "flinkop-system"  # deploy/kustomization.yaml's namespace
 RATE_ARGS = ["--rate", "200", "--keys", "4", "--checkpoint-interval-ms", "1000"]
 
 
@@ -38,10 +40,24 @@ def operator_user_bound_to_deploy_rbac(kube: Any, crd: Path) -> Iterator[str]:
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "flinkop-operator"}],
     }
     kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(binding))
+    # The namespaced Role (ConfigMaps in the operator's own namespace), bound the same way there.
+    kube.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+    local = next(d for d in documents if d["kind"] == "Role")
+    local["metadata"]["namespace"] = OPERATOR_NAMESPACE
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(local))
+    local_binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "flinkop-test-operator-user", "namespace": OPERATOR_NAMESPACE},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": local["metadata"]["name"]},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "flinkop-operator"}],
+    }
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(local_binding))
     try:
         yield role["metadata"]["name"]
     finally:
         kube.kubectl("delete", "clusterrolebinding", "flinkop-test-operator-user", check=False)
+        kube.kubectl("delete", "rolebinding", "flinkop-test-operator-user", "-n", OPERATOR_NAMESPACE, check=False)
 
 
 def operator_args_as_deployed() -> tuple[str, ...]:
@@ -52,6 +68,17 @@ def operator_args_as_deployed() -> tuple[str, ...]:
         i = args.index(endpoint)
         del args[i : i + 2]
     return tuple(args)
+
+
+def cluster_access_env_as_deployed() -> dict[str, str]:
+    """deploy/operator.yaml's FLINKOP_CLUSTER_ACCESS_CONFIGMAP, and the POD_NAMESPACE its pod would get."""
+    deployment = yaml.safe_load((REPO / "deploy" / "operator.yaml").read_text())
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_NAMESPACE"] is None, "POD_NAMESPACE comes from the pod (fieldRef)"
+    return {
+        "FLINKOP_CLUSTER_ACCESS_CONFIGMAP": env["FLINKOP_CLUSTER_ACCESS_CONFIGMAP"],
+        "POD_NAMESPACE": OPERATOR_NAMESPACE,
+    }
 
 
 def test_deploy_kustomization_is_accepted_by_the_apiserver(kube: Any, crd: Path) -> None:
@@ -105,11 +132,27 @@ def test_operator_with_only_the_deploy_rbac_upgrades_a_job_and_is_refused_anythi
     workdir = bed_dir / f"{own_namespace}-rbac"
     args = operator_args_as_deployed()
     peering = args[args.index("--peering") + 1]
-    operator = start_operator(workdir, kube.operator_kubeconfig, args=args)
+    env = cluster_access_env_as_deployed()
+    configmap = env["FLINKOP_CLUSTER_ACCESS_CONFIGMAP"]
+    rules = [{"name": "bed", "namespaces": [own_namespace], "flinkRestUrls": [flink.rest_url]}]
+    access = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": configmap, "namespace": OPERATOR_NAMESPACE},
+        "data": {"rules.yaml": json.dumps(rules)},
+    }
+    kube.kubectl("apply", "-f", "-", input=json.dumps(access))
+    operator = start_operator(workdir, kube.operator_kubeconfig, args=args, extra_env=env)
     try:
         peers = wait_for_peers(kube, peering, operator)
         assert len(peers) == 1, f"the operator keeps itself alive in ClusterKopfPeering {peering}: {peers}"
         jobs = FlinkJobs(kube.api_client(), own_namespace)
+        # The mapping is read (and watched) with the Role's rights: a cluster it does not name is refused.
+        jobs.create(
+            "elsewhere", {"flinkRestUrl": "http://127.0.0.1:1", "jar": {"uri": test_job_jar.as_uri()}, "parallelism": 1}
+        )
+        jobs.wait("elsewhere", lambda r: is_stalled(r, "ClusterNotAllowed"), "Stalled ClusterNotAllowed", timeout=60)
+        jobs.delete("elsewhere")
         spec = {
             "flinkRestUrl": flink.rest_url,
             "jar": {"uri": test_job_jar.as_uri()},
@@ -134,6 +177,7 @@ def test_operator_with_only_the_deploy_rbac_upgrades_a_job_and_is_refused_anythi
         operator.stop()
         flink_rest.cancel_running_jobs()
         kube.kubectl("delete", "clusterkopfpeering", peering, check=False)
+        kube.kubectl("delete", "configmap", configmap, "-n", OPERATOR_NAMESPACE, check=False)
     # Secrets: a FlinkJob's Secret can be read by name, but none can be listed or watched.
     can_get = kube.kubectl(
         "auth", "can-i", "get", "secrets/flink-auth", "-n", own_namespace, kubeconfig=kube.operator_kubeconfig
@@ -141,6 +185,15 @@ def test_operator_with_only_the_deploy_rbac_upgrades_a_job_and_is_refused_anythi
     assert can_get.stdout.strip() == "yes", "deploy/rbac.yaml grants get on secrets (restAuthSecretRef)"
     refused = kube.kubectl("get", "secrets", "-n", "default", kubeconfig=kube.operator_kubeconfig, check=False)
     assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
+    for verb in ("get", "list", "watch"):  # the namespace-to-cluster ConfigMap, in its own namespace only
+        own = kube.kubectl(
+            "auth", "can-i", verb, "configmaps", "-n", OPERATOR_NAMESPACE, kubeconfig=kube.operator_kubeconfig
+        )
+        assert own.stdout.strip() == "yes", f"{verb} configmaps in {OPERATOR_NAMESPACE}"
+    elsewhere = kube.kubectl(
+        "auth", "can-i", "get", "configmaps", "-n", own_namespace, kubeconfig=kube.operator_kubeconfig, check=False
+    )
+    assert elsewhere.stdout.strip() == "no", "ConfigMaps of other namespaces are not the operator's"
     out_of_scope = (
         ("list", "secrets"),
         ("watch", "secrets"),

@@ -32,6 +32,8 @@ def start_operator(
             "PYTHONUNBUFFERED": "1",
             "FLINKOP_OBSERVE_INTERVAL": "3",
             "FLINKOP_JAR_CACHE_DIR": str(workdir / f"{name}-jars"),
+            # The bed's jars are built at test time and given as file:// URIs, which are off by default.
+            "FLINKOP_JAR_ALLOW_FILE": "true",
         }
     )
     env.update(extra_env or {})

@@ -77,3 +77,62 @@ def test_restart_lost_jobs_must_be_a_boolean() -> None:
 
     with pytest.raises(SpecError, match=r"spec\.restartLostJobs"):
         make_spec(restartLostJobs="no")
+
+
+def _in_flight(kind: str, spec: object = V1) -> object:
+    """A savepoint of `kind` under way on OLD_JOB (its trigger forgotten by a restarted JobManager)."""
+    from dataclasses import replace as _replace
+
+    from flinkop import status as st
+    from flinkop.status import Upgrade
+
+    up = Upgrade.begin(
+        kind,
+        st.SAVEPOINTING,
+        V1.deployment,
+        "2024-05-01T11:59:50Z",
+        from_job_id=OLD_JOB,
+        trigger_id="3" * 32,
+        source=V1.deployment,
+        reason="periodic" if kind == st.SAVEPOINT else None,
+    )
+    return _replace(steady(V1, last_savepoint=PERIODIC), upgrade=up)
+
+
+def test_a_job_lost_during_a_periodic_savepoint_drops_it_and_starts_again_from_the_last_savepoint() -> None:
+    from flinkop import status as st
+
+    lost = Observation(job=gone(OLD_JOB), jar=jar_uploaded())
+    d = run(V1, _in_flight(st.SAVEPOINT), lost)
+    assert d.status.upgrade is None and "JobLost" in event_reasons(d) and d.requeue_after is not None
+    restart = run(V1, d.status, lost, fresh_id=NEW_JOB, now=at(1))
+    assert restart.action == SubmitJob(JAR_IDS[JAR_V1], NEW_JOB, V1.deployment, SP_PATH, False)
+
+
+def test_a_job_lost_during_an_upgrades_savepoint_starts_the_new_spec_from_the_last_savepoint() -> None:
+    from flinkop import status as st
+
+    v2 = make_spec(args=["--v2"])
+    lost = Observation(job=gone(OLD_JOB), jar=jar_uploaded())
+    d = run(v2, _in_flight(st.UPGRADE), lost)
+    assert d.status.upgrade is None and "JobLost" in event_reasons(d)
+    restart = run(v2, d.status, lost, fresh_id=NEW_JOB, now=at(1))
+    assert restart.action == SubmitJob(JAR_IDS[JAR_V1], NEW_JOB, v2.deployment, SP_PATH, False)
+
+
+def test_a_job_lost_during_a_suspend_stays_suspended_with_the_last_savepoint_to_resume_from() -> None:
+    from flinkop import status as st
+
+    suspended = make_spec(state="suspended")
+    lost = Observation(job=gone(OLD_JOB))
+    d = run(suspended, _in_flight(st.SUSPEND), lost)
+    after = run(suspended, d.status, lost, now=at(1))
+    assert after.status.phase == "Suspended" and after.action is None and SP_PATH in after.status.message
+
+
+def test_with_high_availability_a_savepoint_in_flight_waits_for_the_recovered_job() -> None:
+    from flinkop import status as st
+
+    d = run(V1, _in_flight(st.SAVEPOINT), Observation(job=gone(OLD_JOB), cluster_ha=True))
+    assert d.status.upgrade is not None and d.action is None and d.requeue_after is not None
+    assert "recovering" in d.status.message

@@ -48,12 +48,19 @@ def plan(inp: PlanInput) -> Decision:
             return delete_given_up(d, f"Flink is unreachable ({inp.observation.flink_error})")
         if inp.observation.credentials_error is not None:
             return delete_given_up(d, f"no credentials for Flink ({inp.observation.credentials_error})")
+        if inp.observation.refusal is not None:
+            return delete_given_up(d, inp.observation.refusal[1])
     if isinstance(spec, SpecError):
         if inp.deleting and d.status.job_id is None and d.status.upgrade is None:
             d.event("Deleted", "No job was ever started for this FlinkJob (its spec is invalid); nothing to stop.")
             return d.finish(done_deleting=True)
         return stall(d, "InvalidSpec", f"The spec is invalid: {spec}", None)
     obs = inp.observation
+    if obs.refusal is not None:  # the operator's settings forbid this endpoint or path: Flink was not asked
+        if inp.deleting and d.status.job_id is None and d.status.upgrade is None:
+            d.event("Deleted", "No job was ever started for this FlinkJob; nothing to stop.")
+            return d.finish(done_deleting=True)
+        return stall(d, obs.refusal[0], obs.refusal[1], None)
     if obs.credentials_error is not None:
         message = f"Cannot talk to Flink: {obs.credentials_error}. Nothing is changed until that is fixed."
         return stall(d, "CredentialsUnavailable", message, None)

@@ -147,6 +147,30 @@ def stall(d: Draft, reason: str, message: str, target: Deployment | None, phase:
     return d.finish()
 
 
+def lost_in_flight(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision | None:
+    """The job a step in flight works on is no longer listed by its cluster (lost with its JobManager,
+    not ended by the step). With high availability the JobManager is recovering it: wait. Without,
+    the step is dropped and steady state starts the job again from the last savepoint (an upgrade:
+    the new spec; a suspend: stays suspended). None when neither applies (the step stalls as before)."""
+    job = d.inp.observation.job
+    if job is None or not job.missing or up.kind == st.DELETE:
+        return None
+    if d.inp.observation.cluster_ha:
+        message = f"Job {up.from_job_id} is not listed by its cluster, whose JobManager is recovering it; waiting."
+        d.status = replace(d.status, message=message)
+        return d.finish(requeue=POLL)
+    last = d.status.last_savepoint
+    if not spec.restart_lost_jobs or last is None:
+        return None
+    message = (
+        f"Job {up.from_job_id} was lost with its JobManager during the {up.kind} ({up.step}); "
+        f"it starts again from the last savepoint, {last.path}."
+    )
+    d.event("JobLost", message, warning=True)
+    d.status = replace(d.status, upgrade=None, message=message)
+    return d.finish(requeue=POLL_FAST)
+
+
 def flink_unreachable(d: Draft, spec: FlinkJobSpec, error: str) -> Decision:
     message = f"Flink at {spec.flink_rest_url} is unreachable ({error}); nothing is changed until it answers."
     if not d.status.message.startswith(f"Flink at {spec.flink_rest_url} is unreachable"):

@@ -13,7 +13,7 @@ from flinkop.actions import (
     RescaleInPlace,
     TriggerSavepoint,
 )
-from flinkop.plan.common import POLL, Decision, Draft, naive, stall, wait_for_upgrade_slot
+from flinkop.plan.common import POLL, Decision, Draft, lost_in_flight, naive, stall, wait_for_upgrade_slot
 from flinkop.plan.upgrade import start_upgrade
 from flinkop.spec import FlinkJobSpec
 from flinkop.status import Upgrade
@@ -84,6 +84,9 @@ def rescaling(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
     """An in-place rescale in flight: done once every vertex runs at the target parallelism."""
     job = d.inp.observation.job
     target = up.target.parallelism
+    lost = lost_in_flight(d, spec, up)
+    if lost is not None:
+        return lost
     if job is None or job.info is None or job.info.terminal:
         state = job.state if job else "MISSING"
         message = f"Job {up.from_job_id} is {state} during an in-place rescale; it was not resubmitted."

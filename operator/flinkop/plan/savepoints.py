@@ -22,6 +22,7 @@ from flinkop.plan.common import (
     backoff_seconds,
     drain_for,
     epoch_ms,
+    lost_in_flight,
     mode_for,
     naive,
     no_directory_message,
@@ -139,6 +140,10 @@ def savepointing(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
     phase = phase_for(up, d.status.phase)
     if op is not None and op.status == "COMPLETED" and op.location:
         return savepoint_completed(d, spec, up, op.location)
+    if op is None or op.status in ("UNKNOWN", "FAILED"):  # a restarted JobManager fails what it forgot
+        lost = lost_in_flight(d, spec, up)
+        if lost is not None:
+            return lost
     if op is None or op.status == "UNKNOWN":
         if job is not None and not job.active:
             latest = obs.latest_savepoint

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from flinkop import status as st
-from flinkop.plan.common import NEEDS_A_PERSON, POLL, POLL_FAST, Decision, Draft, naive, stall
+from flinkop.actions import SubmitJob
+from flinkop.plan.common import NEEDS_A_PERSON, POLL, POLL_FAST, Decision, Draft, Event, naive, stall
 from flinkop.plan.rescale import start_rescale
 from flinkop.plan.savepoints import retention_step, savepoint_work, start_savepoint_op
 from flinkop.plan.upgrade import start_deploy, start_upgrade
@@ -42,14 +43,21 @@ def _lost_job(d: Draft, spec: FlinkJobSpec) -> Decision | None:
         return None
     taken = parse_time(last.time)
     age = f", {int((naive(d.inp.now) - taken).total_seconds())} s old" if taken is not None else ""
-    d.event(
-        "LostJobRestarted",
+    message = (
         f"Job {s.job_id} is no longer known to its cluster (its JobManager restarted without high availability); "
         f"starting it again from the newest savepoint, {last.path} ({last.reason}, taken {last.time}{age}). "
-        "What ran since then is replayed from the sources.",
-        warning=True,
+        "What ran since then is replayed from the sources."
     )
-    return start_deploy(d, spec, last.path, s.last_stable or s.deployed)
+    return _deploy_announced(d, spec, last.path, Event("Warning", "LostJobRestarted", message))
+
+
+def _deploy_announced(d: Draft, spec: FlinkJobSpec, path: str | None, announce: Event) -> Decision:
+    """A start from `path` whose reason is said once, with the submission itself (not on each pass
+    before it: a jar check or an upload may come first)."""
+    decision = start_deploy(d, spec, path, d.status.last_stable or d.status.deployed)
+    if isinstance(decision.action, SubmitJob):
+        return replace(decision, events=(announce, *decision.events))
+    return decision
 
 
 def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
@@ -88,8 +96,8 @@ def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
             return retention_step(d, spec) or d.finish()
         if s.phase == "Suspended":
             restore = s.last_savepoint.path if s.last_savepoint else None
-            d.event("Resuming", f"Resuming from savepoint {restore} with the current spec.")
-            return start_deploy(d, spec, restore, s.last_stable or s.deployed)
+            resuming = Event("Normal", "Resuming", f"Resuming from savepoint {restore} with the current spec.")
+            return _deploy_announced(d, spec, restore, resuming)
         if blocked:
             d.status = replace(d.status, phase="Failed")
             return d.finish()
@@ -104,12 +112,13 @@ def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
             ):
                 # Stalled before, and a field that can change the outcome changed since (else it would
                 # still block): try again, from the last savepoint.
-                d.event(
+                retrying = Event(
+                    "Normal",
                     "Retrying",
                     f"A field that can change the outcome of {s.failure.reason} changed; starting "
                     f"the job again from savepoint {retry_from}.",
                 )
-                return start_deploy(d, spec, retry_from, s.last_stable or s.deployed)
+                return _deploy_announced(d, spec, retry_from, retrying)
             if job is not None and job.missing:
                 lost = _lost_job(d, spec)
                 if lost is not None:
