@@ -16,6 +16,7 @@ from soak.invariants import (
     check,
     check_counter,
     drop_allowed,
+    retry_key,
     stalled_reasons_in,
 )
 
@@ -166,13 +167,16 @@ def test_a_restore_failure_not_retried_after_a_spec_change_is_a_violation() -> N
     stalled = status(ready="False", conditions=conditions("False", "True", "RestoreFailed", "fix the program", gen=4))
     stalled["observedGeneration"] = 4
     fj = FlinkJobView("a", 4, spec(allowNonRestoredState="OnJarChange"), stalled)
-    before = StallSeen(3, "RestoreFailed", "j1")
+    before = StallSeen(3, "RestoreFailed", "j1", retry_key(spec()))
     stuck = Snapshot([fj], [running_job()], frozenset({SP1, SP2}), previous_stalls={"a": before})
     assert any("without a new attempt" in p for p in check(stuck)), check(stuck)
     retried = replace(fj, status={**stalled, "jobId": "j2"})
     assert check(Snapshot([retried], [running_job("j2")], frozenset({SP1, SP2}), previous_stalls={"a": before})) == []
     unchanged = replace(fj, generation=3, status={**stalled, "observedGeneration": 3})
     assert check(Snapshot([unchanged], [running_job()], frozenset({SP1, SP2}), previous_stalls={"a": before})) == []
+    # A field a stall is not remembered with (retention) need not retry it (soak seed 9001).
+    retention = replace(fj, spec=spec(savepointHistoryLimit=4))
+    assert check(Snapshot([retention], [running_job()], frozenset({SP1, SP2}), previous_stalls={"a": before})) == []
 
 
 def test_the_listed_stalled_reasons_are_read_from_the_readme_table() -> None:
