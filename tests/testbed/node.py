@@ -60,6 +60,23 @@ FIXED_PATHS = (
 
 _READY_TIMEOUT = 120.0
 
+# Host sysctls an unpatched kubelet would set (KernelTunableModify), and the one the CNI bridge
+# plugin's isGateway would: the node must leave them as they were.
+HOST_SYSCTLS = (
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+    "net/ipv4/ip_forward",
+)
+
+
+def read_host_sysctls() -> dict[str, str]:
+    """The current values of HOST_SYSCTLS (from /proc/sys)."""
+    return {name: (Path("/proc/sys") / name).read_text().strip() for name in HOST_SYSCTLS}
+
 
 class NodeError(RuntimeError):
     """The node could not be built, started or stopped; the message carries the relevant log tails."""
@@ -139,6 +156,7 @@ class Node:
     controller_manager: procs.ManagedProcess
     scheduler: procs.ManagedProcess
     images: list[str] = field(default_factory=list)
+    host_sysctls_before: dict[str, str] = field(default_factory=dict)
     startup_seconds: float = 0.0
     image_import_seconds: float = 0.0
     _fixed_before: dict[str, set[str] | None] = field(default_factory=dict, repr=False)
@@ -280,7 +298,7 @@ def _snapshot_cgroups() -> dict[str, set[str]]:
 def _create_cgroup_root(name: str) -> None:
     """The kubelet's --cgroup-root must exist in every hierarchy; cpuset needs cpus/mems to be usable."""
     for hierarchy in _cgroup_hierarchies():
-        path = hierarchy / name
+        path = hierarchy / name.strip("/")
         path.mkdir(exist_ok=True)
         if (hierarchy / "cpuset.cpus").exists():
             for knob in ("cpuset.cpus", "cpuset.mems"):
@@ -411,7 +429,10 @@ def _kubelet_config(workdir: Path, port: int, healthz_port: int, client_ca: Path
             "imagefs.available": "1%",
         },
         "serializeImagePulls": False,
-        "resolvConf": "",  # pods get no nameserver (no cluster DNS, and nothing outside is reachable)
+        # Pods' nameserver is their own loopback: there is no cluster DNS, and nothing outside is
+        # reachable. ("" would mean the host's /etc/resolv.conf, and so would an empty file: containerd
+        # copies the host's file when the kubelet passes no nameserver.)
+        "resolvConf": str(workdir / "kubelet" / "resolv.conf"),
         "clusterDomain": "cluster.local",
         "hairpinMode": "none",
         "volumePluginDir": str(workdir / "kubelet" / "volume-plugins"),
@@ -501,6 +522,7 @@ def start_node(
         _cni_conflist(name, bridge, subnet, host_ip, workdir / "cni" / "ipam")
     )
     kubelet_port, healthz_port = procs.free_port(), procs.free_port()
+    (workdir / "kubelet" / "resolv.conf").write_text("nameserver 127.0.0.1\n")
     kubelet_config = workdir / "kubelet" / "config.yaml"
     kubelet_config.write_text(_kubelet_config(workdir, kubelet_port, healthz_port, kube.kubelet_client_ca, cgroup_root))
 
@@ -522,7 +544,7 @@ def start_node(
             f"--hostname-override={NODE_NAME}",
             f"--root-dir={workdir / 'kubelet' / 'root'}",
             f"--cert-dir={workdir / 'kubelet' / 'certs'}",
-            "--v=1",
+            f"--v={os.environ.get('FLINKOP_KUBELET_V', '1')}",
         ],
         logs / "kubelet.log",
         env=env,
@@ -574,6 +596,7 @@ def start_node(
         controller_manager=controller_manager,
         scheduler=scheduler,
         images=[t.ref for t in tars],
+        host_sysctls_before=read_host_sysctls(),
         _fixed_before=fixed_before,
         _cgroups_before=cgroups_before,
     )
@@ -749,8 +772,11 @@ def _clean_fixed_paths(before: dict[str, set[str] | None], pod_uids: set[str], n
     device-plugin socket, and every directory there that did not exist before and is empty now."""
     pods_dir, containers_dir = Path("/var/log/pods"), Path("/var/log/containers")
     if pods_dir.is_dir():
+        # The node's pods: those it runs now, and every one whose log directory appeared while it ran
+        # (the kubelet removes a deleted pod's directory only some time later).
+        existed = before.get(str(pods_dir)) or set()
         for entry in pods_dir.iterdir():
-            if entry.name.rsplit("_", 1)[-1] in pod_uids:
+            if entry.name.rsplit("_", 1)[-1] in pod_uids or entry.name not in existed:
                 shutil.rmtree(entry, ignore_errors=True)
     if containers_dir.is_dir():
         for link in containers_dir.iterdir():
@@ -761,7 +787,8 @@ def _clean_fixed_paths(before: dict[str, set[str] | None], pod_uids: set[str], n
         for entry in results.iterdir():
             if entry.name.startswith(f"{network}-"):
                 entry.unlink(missing_ok=True)
-    Path("/var/lib/kubelet/device-plugins/kubelet.sock").unlink(missing_ok=True)
+    for leftover in ("kubelet.sock", "DEPRECATION"):  # the device-plugin manager's files
+        Path("/var/lib/kubelet/device-plugins", leftover).unlink(missing_ok=True)
     errors: list[str] = []
     for path in _watched_paths():
         existed = before.get(str(path))
