@@ -774,9 +774,9 @@ def _clean_fixed_paths(before: dict[str, set[str] | None], pod_uids: set[str], n
     if pods_dir.is_dir():
         # The node's pods: those it runs now, and every one whose log directory appeared while it ran
         # (the kubelet removes a deleted pod's directory only some time later).
-        existed = before.get(str(pods_dir)) or set()
+        old_logs = before.get(str(pods_dir)) or set()
         for entry in pods_dir.iterdir():
-            if entry.name.rsplit("_", 1)[-1] in pod_uids or entry.name not in existed:
+            if entry.name.rsplit("_", 1)[-1] in pod_uids or entry.name not in old_logs:
                 shutil.rmtree(entry, ignore_errors=True)
     if containers_dir.is_dir():
         for link in containers_dir.iterdir():
