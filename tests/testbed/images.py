@@ -308,6 +308,7 @@ class ImageTar:
     size: int
     build_seconds: float
     cached: bool
+    manifest_digest: str = ""  # what `ctr images ls` shows as the image's DIGEST once imported
 
 
 def _image(ref: str, layers: list[Layer], config: dict[str, Any], started: float) -> ImageTar:
@@ -346,7 +347,14 @@ def _image(ref: str, layers: list[Layer], config: dict[str, Any], started: float
     out_dir = images_dir()
     path = out_dir / f"{safe}-{_sha(manifest_bytes).removeprefix('sha256:')[:16]}.tar"
     if path.is_file():
-        return ImageTar(ref, path, path.stat().st_size, time.monotonic() - started, cached=True)
+        return ImageTar(
+            ref,
+            path,
+            path.stat().st_size,
+            time.monotonic() - started,
+            cached=True,
+            manifest_digest=_sha(manifest_bytes),
+        )
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -366,7 +374,7 @@ def _image(ref: str, layers: list[Layer], config: dict[str, Any], started: float
             old.unlink(missing_ok=True)
     seconds = time.monotonic() - started
     _say(f"image {ref}: {path.stat().st_size / 1e6:.0f} MB ({path.name}) in {seconds:.0f} s")
-    return ImageTar(ref, path, path.stat().st_size, seconds, cached=False)
+    return ImageTar(ref, path, path.stat().st_size, seconds, cached=False, manifest_digest=_sha(manifest_bytes))
 
 
 def _sha(data: bytes) -> str:

@@ -25,6 +25,7 @@ kubelet's device-plugin socket is fixed).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -36,12 +37,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import yaml
 
 from testbed import procs
 from testbed.kube import NODE_NAME, KubeCluster, KubectlError, cache_dir
+
+if TYPE_CHECKING:
+    from testbed.images import ImageTar
 
 KUBE_VERSION = "v1.20.2"
 BUILD_SCRIPT = Path(__file__).resolve().parents[1] / "bed" / "scripts" / "build-kube-node.sh"
@@ -159,6 +163,8 @@ class Node:
     host_sysctls_before: dict[str, str] = field(default_factory=dict)
     startup_seconds: float = 0.0
     image_import_seconds: float = 0.0
+    image_root: Path | None = None  # containerd's root: images, snapshots, metadata
+    _image_root_lock: IO[str] | None = field(default=None, repr=False)
     _fixed_before: dict[str, set[str] | None] = field(default_factory=dict, repr=False)
     _cgroups_before: dict[str, set[str]] = field(default_factory=dict, repr=False)
     _stopped: bool = field(default=False, repr=False)
@@ -178,11 +184,15 @@ class Node:
             raise NodeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
         return done
 
-    def import_images(self, tars: list[Path]) -> float:
-        """Imports OCI image tars into containerd (unpacked for the CRI). Returns the seconds it took."""
+    def import_images(self, tars: list[ImageTar]) -> float:
+        """Imports the images containerd does not hold yet (or holds at another digest), unpacked for
+        the CRI. Returns the seconds it took."""
         started = time.monotonic()
+        listed = self.ctr("images", "list").stdout.splitlines()[1:]
+        present = {line.split()[0]: line.split()[2] for line in listed if len(line.split()) > 2}
         for tar in tars:
-            self.ctr("images", "import", "--no-unpack=false", "--digests", str(tar))
+            if present.get(tar.ref) != tar.manifest_digest:
+                self.ctr("images", "import", "--digests", str(tar.path))
         return time.monotonic() - started
 
     def rss_mib(self) -> dict[str, float]:
@@ -212,9 +222,14 @@ class Node:
         errors += _remove_cgroups(self.cgroup_root, self._cgroups_before)
         _run_quiet(["ip", "link", "delete", self.bridge])
         errors += _clean_fixed_paths(self._fixed_before, pod_uids, self.name)
-        # containerd's root holds every unpacked image (about 1 GB): not worth keeping per run.
         for sub in ("containerd", "kubelet"):
             shutil.rmtree(self.workdir / sub, ignore_errors=True)
+        if self._image_root_lock is not None and self.image_root is not None:
+            # The shared image store is reused by the next node only after a clean stop.
+            if not errors:
+                (self.image_root / _CLEAN_MARK).touch()
+            self._image_root_lock.close()
+            self._image_root_lock = None
         if errors:
             _say("teardown left: " + "; ".join(errors))
 
@@ -305,13 +320,13 @@ def _create_cgroup_root(name: str) -> None:
                 (path / knob).write_text((hierarchy / knob).read_text())
 
 
-def _containerd_config(workdir: Path, socket: Path, pause_image: str, cni_conf_dir: Path) -> str:
+def _containerd_config(workdir: Path, image_root: Path, socket: Path, pause_image: str, cni_conf_dir: Path) -> str:
     root = workdir / "containerd"
     cri = "plugins.'io.containerd.grpc.v1.cri'"
     return f"""\
 # Written by tests/testbed/node.py: everything under {root}; see the module docstring.
 version = 2
-root = "{root / "root"}"
+root = "{image_root}"
 state = "{root / "state"}"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
@@ -508,6 +523,7 @@ def start_node(
     subnet = _pick_subnet()
     host_ip = str(next(iter(subnet.hosts())))
     socket = workdir / "containerd" / "containerd.sock"
+    image_root, image_root_lock = _image_root(workdir)
     if len(str(socket)) > 100:
         raise NodeError(f"{socket} is too long for a unix socket path; use a shorter work directory")
 
@@ -516,7 +532,7 @@ def start_node(
     env = _closed_proxy_env()
 
     (workdir / "containerd" / "config.toml").write_text(
-        _containerd_config(workdir, socket, bed_images.PAUSE_IMAGE, workdir / "cni" / "net.d")
+        _containerd_config(workdir, image_root, socket, bed_images.PAUSE_IMAGE, workdir / "cni" / "net.d")
     )
     (workdir / "cni" / "net.d" / "10-flinkop.conflist").write_text(
         _cni_conflist(name, bridge, subnet, host_ip, workdir / "cni" / "ipam")
@@ -597,6 +613,8 @@ def start_node(
         scheduler=scheduler,
         images=[t.ref for t in tars],
         host_sysctls_before=read_host_sysctls(),
+        image_root=image_root,
+        _image_root_lock=image_root_lock,
         _fixed_before=fixed_before,
         _cgroups_before=cgroups_before,
     )
@@ -608,7 +626,7 @@ def start_node(
         _create_cgroup_root(cgroup_root)
         containerd.start()
         _wait_for(lambda: socket.exists() and node.ctr("version", check=False).returncode == 0, node, 30, "containerd")
-        node.image_import_seconds = node.import_images([t.path for t in tars])
+        node.image_import_seconds = node.import_images(tars)
         for proc in (kubelet, controller_manager, scheduler):
             proc.start()
         _wait_for(lambda: _node_ready(kube), node, timeout, "node Ready")
@@ -622,6 +640,31 @@ def start_node(
         f"import {node.image_import_seconds:.1f} s); pods on {bridge} {subnet}, host at {host_ip}"
     )
     return node
+
+
+_CLEAN_MARK = "flinkop-clean-stop"
+
+
+def _image_root(workdir: Path) -> tuple[Path, IO[str] | None]:
+    """containerd's root: the shared one in the cache (images imported and unpacked there stay for the
+    next run), locked for this node's life; a private one in `workdir` when another node holds it.
+    A shared root not marked as cleanly stopped (a run that crashed with containers in it) is wiped."""
+    shared = cache_dir() / "containerd-root"
+    shared.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(cache_dir() / "containerd-root.lock", "w")  # noqa: SIM115 - held for the node's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        _say(f"{shared} is in use by another node: importing the images into a private root")
+        return workdir / "containerd" / "root", None
+    if shared.exists() and not (shared / _CLEAN_MARK).exists():
+        _say(f"{shared} was not stopped cleanly: starting it afresh")
+        _unmount_under(shared)
+        shutil.rmtree(shared, ignore_errors=True)
+    (shared / _CLEAN_MARK).unlink(missing_ok=True)
+    shared.mkdir(parents=True, exist_ok=True)
+    return shared, lock
 
 
 def _device_plugin_socket_in_use() -> bool:
