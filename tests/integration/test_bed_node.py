@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from testbed.images import BUSYBOX_IMAGE, FLINK_IMAGE
+from testbed.images import BUSYBOX_IMAGE
 from testbed.kube import NODE_NAME, KubeCluster
 from testbed.node import Node, read_host_sysctls
+from testbed.node_flink import start_flink_pods
 
 pytestmark = pytest.mark.integration
 
@@ -163,69 +164,18 @@ def test_node_leaves_the_host_sysctls_as_they_were(node: Node) -> None:
     assert read_host_sysctls() == node.host_sysctls_before
 
 
-def _flink_pod(name: str, role: str, jobmanager_address: str, properties: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": "flink", "component": role}},
-        "spec": {
-            "terminationGracePeriodSeconds": 5,
-            "containers": [
-                {
-                    "name": role,
-                    "image": FLINK_IMAGE,
-                    "imagePullPolicy": "Never",
-                    "args": [role],
-                    "env": [
-                        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                        {"name": "JOB_MANAGER_RPC_ADDRESS", "value": jobmanager_address},
-                        {"name": "FLINK_PROPERTIES", "value": properties},
-                    ],
-                    "ports": [{"name": "rest", "containerPort": 8081}, {"name": "rpc", "containerPort": 6123}],
-                    "resources": {"limits": {"memory": "1Gi"}, "requests": {"cpu": "100m", "memory": "1Gi"}},
-                }
-            ],
-        },
-    }
-
-
 def test_flink_jobmanager_and_taskmanager_pods_form_a_session_cluster_answering_at_the_pod_ip(
     kube: KubeCluster, node: Node, node_ns: str
 ) -> None:
     # The official image's way: the JobManager's address from an env variable (here its pod IP:
     # there is no cluster DNS), every process bound to all of its pod's interfaces.
-    small = (
-        "jobmanager.memory.process.size: 900m\n"
-        "taskmanager.memory.process.size: 1000m\n"
-        "taskmanager.memory.managed.size: 32m\n"
-        "taskmanager.numberOfTaskSlots: 2\n"
-        "taskmanager.host: ${POD_IP}\n"
-    )
-    _apply(kube, node_ns, _flink_pod("jobmanager", "jobmanager", "$(POD_IP)", small))
-    _wait(lambda: _pod(kube, node_ns, "jobmanager")["status"].get("podIP"), 60, "the JobManager's pod IP")
-    jm_ip = _pod(kube, node_ns, "jobmanager")["status"]["podIP"]
-    assert ipaddress.ip_address(jm_ip) in ipaddress.ip_network(node.pod_subnet)
-    _apply(kube, node_ns, _flink_pod("taskmanager", "taskmanager", jm_ip, small))
+    flink = start_flink_pods(kube, node_ns, node.pod_subnet, slots=2)
 
-    overview: dict[str, Any] = {}
-
-    def registered() -> bool:
-        nonlocal overview
-        try:
-            overview = requests.get(f"http://{jm_ip}:8081/overview", timeout=2).json()
-        except (requests.RequestException, ValueError):
-            return False
-        return int(overview.get("taskmanagers", 0)) >= 1
-
-    try:
-        _wait(registered, 180, f"a TaskManager registered with the JobManager at {jm_ip}")
-    except AssertionError:
-        for pod in ("jobmanager", "taskmanager"):
-            print(f"--- {pod} ---\n" + kube.kubectl("logs", pod, "-n", node_ns, "--tail=40", check=False).stdout)
-        raise
+    overview = requests.get(f"{flink.rest_url}/overview", timeout=5).json()
+    assert overview["taskmanagers"] == 1
     assert overview["slots-total"] == 2
     assert overview["flink-version"] == "2.3.0"
-    taskmanagers = requests.get(f"http://{jm_ip}:8081/taskmanagers", timeout=5).json()["taskmanagers"]
-    tm_ip = _pod(kube, node_ns, "taskmanager")["status"]["podIP"]
+    taskmanagers = requests.get(f"{flink.rest_url}/taskmanagers", timeout=5).json()["taskmanagers"]
     # The TaskManager reached the JobManager pod over the bridge, from its own pod IP.
-    assert [tm["path"].split("@")[1].split(":")[0] for tm in taskmanagers] == [tm_ip]
+    assert [tm["path"].split("@")[1].split(":")[0] for tm in taskmanagers] == [flink.taskmanager_ip]
+    assert ipaddress.ip_address(flink.taskmanager_ip) in ipaddress.ip_network(node.pod_subnet)
