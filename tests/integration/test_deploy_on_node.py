@@ -1,9 +1,10 @@
 """deploy/ for real on the bed's node: `kubectl apply -k deploy/` (rendered, with the bed's operator
 image), the operator running as deploy/'s pods under the ServiceAccount `flinkop` with exactly
-deploy/rbac.yaml's rules, doing a savepoint upgrade of a FlinkJob on a Flink session cluster that
-runs as pods on the same node. The operator serves every namespace, as deployed (with `--namespace`
-it would peer through namespaced KopfPeerings, which deploy/'s RBAC does not grant); the FlinkJob
-lives in an `own-*` namespace, which the session's own operator leaves alone.
+deploy/rbac.yaml's rules, doing a savepoint upgrade of a FlinkJob on the Flink session cluster of
+deploy/flink-session/, running on the same node (its changes: see `flink_session_from_deploy`).
+The operator serves every namespace, as deployed (with `--namespace` it would peer through
+namespaced KopfPeerings, which deploy/'s RBAC does not grant); the FlinkJob lives in an `own-*`
+namespace, which the session's own operator leaves alone.
 
 What the bed changes in the rendered manifests, and why (nothing of the RBAC):
   * image `localhost/flinkop:0.1.0`, imagePullPolicy Never: built locally (testbed.images), no registry;
@@ -19,25 +20,28 @@ import functools
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+import requests
 import yaml
 from testbed.flink_rest import FlinkRest
 from testbed.flinkjobs import FlinkJobs, is_ready_at_current_generation
-from testbed.images import OPERATOR_IMAGE
+from testbed.images import FLINK_IMAGE, OPERATOR_IMAGE
 from testbed.kube import NODE_NAME, KubeCluster
 from testbed.node import Node
-from testbed.node_flink import start_flink_pods
 from testbed.tcp_forward import TcpForwarder
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "flinkop-system"
+SESSION_NAMESPACE = "flink"
 RATE_ARGS = ["--rate", "200", "--keys", "4", "--checkpoint-interval-ms", "1000"]
 
 
@@ -117,6 +121,96 @@ def deployed_operator(
         kube.kubectl("delete", "namespace", OPERATOR_NAMESPACE, "--wait=false", check=False)
 
 
+@dataclass(frozen=True)
+class FlinkSession:
+    rest_url: str  # at the JobManager's pod IP
+    data_dir: Path  # the host directory behind the PersistentVolumeClaim flink-data
+
+
+@pytest.fixture
+def flink_session_from_deploy(kube: KubeCluster, node: Node, bed_dir: Path) -> Iterator[FlinkSession]:
+    """`kubectl kustomize deploy/flink-session/` on the node, with the bed's changes: the local Flink
+    image (imagePullPolicy Never), a hostPath PersistentVolume for the claim flink-data, and, for the
+    TaskManagers, `flink-jobmanager` mapped to the JobManager's pod IP (hostAliases: no cluster DNS,
+    no kube-proxy behind the Service). The JobManager starts first, so its IP is known."""
+    documents = [
+        d for d in yaml.safe_load_all(kube.kubectl("kustomize", str(REPO / "deploy" / "flink-session")).stdout) if d
+    ]
+    for doc in documents:
+        if doc["kind"] == "Deployment":
+            pod = doc["spec"]["template"]["spec"]
+            for container in [*pod.get("initContainers", []), *pod["containers"]]:
+                container["image"] = FLINK_IMAGE
+                container["imagePullPolicy"] = "Never"
+    data_dir = bed_dir / "flink-session-data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o777)  # hostPath: fsGroup does not apply; the Flink user is 9999
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": "flink-data-bed"},
+        "spec": {
+            "capacity": {"storage": "10Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "claimRef": {"namespace": SESSION_NAMESPACE, "name": "flink-data"},
+            "hostPath": {"path": str(data_dir), "type": "Directory"},
+        },
+    }
+    taskmanagers = next(
+        d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "flink-taskmanager"
+    )
+    kube.kubectl(
+        "apply", "-f", "-", input=yaml.safe_dump_all([volume, *(d for d in documents if d is not taskmanagers)])
+    )
+    try:
+        jm_ip = _wait_for(lambda: _pod_ip(kube, SESSION_NAMESPACE, "component=jobmanager"), 120, "the JobManager's IP")
+        taskmanagers["spec"]["template"]["spec"]["hostAliases"] = [
+            {"ip": jm_ip, "hostnames": ["flink-jobmanager", f"flink-jobmanager.{SESSION_NAMESPACE}.svc"]}
+        ]
+        kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(taskmanagers))
+        rest_url = f"http://{jm_ip}:8081"
+        try:
+            _wait_for(lambda: _slots(rest_url) >= 4, 240, f"two TaskManagers' 4 slots at {rest_url}")
+        except AssertionError:
+            print(kube.kubectl("describe", "pods", "-n", SESSION_NAMESPACE, check=False).stdout[-4000:])
+            for pod in kube.kubectl("get", "pods", "-n", SESSION_NAMESPACE, "-o", "name", check=False).stdout.split():
+                print(
+                    f"--- {pod} ---\n"
+                    + kube.kubectl("logs", pod, "-n", SESSION_NAMESPACE, "--tail=30", check=False).stdout
+                )
+            raise
+        yield FlinkSession(rest_url, data_dir)
+    finally:
+        kube.kubectl("delete", "namespace", SESSION_NAMESPACE, "--wait=false", check=False)
+        kube.kubectl("delete", "persistentvolume", "flink-data-bed", "--wait=false", check=False)
+
+
+def _pod_ip(kube: KubeCluster, namespace: str, selector: str) -> str:
+    result = kube.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json", check=False)
+    if result.returncode != 0:
+        return ""
+    items = json.loads(result.stdout)["items"]
+    return str(items[0]["status"].get("podIP", "")) if len(items) == 1 else ""
+
+
+def _slots(rest_url: str) -> int:
+    try:
+        return int(requests.get(f"{rest_url}/overview", timeout=2).json().get("slots-total", 0))
+    except (requests.RequestException, ValueError):
+        return 0
+
+
+def _wait_for(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+    return value
+
+
 def _operator_pods(kube: KubeCluster) -> list[dict[str, Any]]:
     result = kube.kubectl(
         "get", "pods", "-n", OPERATOR_NAMESPACE, "-l", "app.kubernetes.io/name=flinkop", "-o", "json", check=False
@@ -128,9 +222,9 @@ def test_operator_deployed_from_deploy_runs_as_its_service_account_and_upgrades_
     kube: KubeCluster,
     node: Node,
     own_namespace: str,
-    bed_dir: Path,
     jar_server: str,
     deployed_operator: list[dict[str, Any]],
+    flink_session_from_deploy: FlinkSession,
 ) -> None:
     # The operator runs as deploy/'s pods, with deploy/'s ServiceAccount and its token.
     pods = _operator_pods(kube)
@@ -144,7 +238,7 @@ def test_operator_deployed_from_deploy_runs_as_its_service_account_and_upgrades_
     assert [d["kind"] for d in rbac] == [d["kind"] for d in shipped]
     assert [d.get("rules") for d in rbac] == [d.get("rules") for d in shipped]  # exactly deploy/'s rules
 
-    flink = start_flink_pods(kube, own_namespace, node.pod_subnet, slots=4, data_dir=bed_dir / f"{own_namespace}-data")
+    flink = flink_session_from_deploy
     rest = FlinkRest(flink.rest_url)
     jobs = FlinkJobs(kube.api_client(), own_namespace)
     jobs.create(
@@ -167,7 +261,7 @@ def test_operator_deployed_from_deploy_runs_as_its_service_account_and_upgrades_
     assert savepoint.startswith("file:/flink-data/savepoints/")
     assert rest.restored_from(new_job) == savepoint
     # The savepoint is on the pods' shared volume, which is a directory of this host.
-    assert (bed_dir / f"{own_namespace}-data" / "savepoints" / Path(savepoint).name).is_dir()
+    assert (flink.data_dir / "savepoints" / Path(savepoint).name).is_dir()
     assert rest.wait_state_counter_at_least(new_job, count_before + 1) > count_before
 
     jobs.delete("counter")  # the operator pod stops the job with a final savepoint, then lets it go
