@@ -224,6 +224,7 @@ class Node:
         errors += _clean_fixed_paths(self._fixed_before, pod_uids, self.name)
         for sub in ("containerd", "kubelet"):
             shutil.rmtree(self.workdir / sub, ignore_errors=True)
+        _record_path(self.name).unlink(missing_ok=True)
         if self._image_root_lock is not None and self.image_root is not None:
             # The shared image store is reused by the next node only after a clean stop.
             if not errors:
@@ -503,6 +504,7 @@ def start_node(
     tars = bed_images.build_all(wanted)
     images_built = time.monotonic()
 
+    _sweep_stale_nodes()
     if kube.kubelet_client_ca is None or kube.service_account_key is None or not kube.component_kubeconfigs:
         raise NodeError("the apiserver was not started ready for a node (testbed.kube.start_kube)")
     if _run_quiet(["ip", "link", "show"]).stdout.count(": fkbr") and _device_plugin_socket_in_use():
@@ -530,6 +532,17 @@ def start_node(
     fixed_before = _snapshot_fixed_paths()
     cgroups_before = _snapshot_cgroups()
     env = _closed_proxy_env()
+    # What a later start needs to clean up after this node, should this process be killed outright
+    # (its pods' processes and containerd's shims outlive it).
+    record = {
+        "workdir": str(workdir),
+        "socket": str(socket),
+        "bridge": bridge,
+        "cgroup_root": cgroup_root,
+        "fixed_before": {path: None if entries is None else sorted(entries) for path, entries in fixed_before.items()},
+    }
+    _record_path(name).parent.mkdir(parents=True, exist_ok=True)
+    _record_path(name).write_text(json.dumps(record) + "\n")
 
     (workdir / "containerd" / "config.toml").write_text(
         _containerd_config(workdir, image_root, socket, bed_images.PAUSE_IMAGE, workdir / "cni" / "net.d")
@@ -643,6 +656,69 @@ def start_node(
 
 
 _CLEAN_MARK = "flinkop-clean-stop"
+
+
+def _record_path(name: str) -> Path:
+    return cache_dir() / "nodes" / f"{name}.json"
+
+
+def _containerd_answers(socket_path: str) -> bool:
+    import socket as socket_module
+
+    with socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM) as s:
+        try:
+            s.connect(socket_path)
+        except OSError:
+            return False
+    return True
+
+
+def _cgroup_pids(cgroup_root: str) -> set[int]:
+    pids: set[int] = set()
+    for hierarchy in _cgroup_hierarchies():
+        root = hierarchy / cgroup_root.strip("/")
+        if not root.is_dir():
+            continue
+        for procs_file in root.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                pids |= {int(line) for line in procs_file.read_text().split()}
+    return pids
+
+
+def _sweep_stale_nodes() -> None:
+    """Cleans up after nodes whose process was killed before it could stop them (recorded in
+    <cache>/nodes/, their containerd gone): kills their pods' processes (found by the node's own
+    cgroup root) and containerd's shims (by socket), unmounts, removes cgroups and the bridge."""
+    for record_file in sorted((cache_dir() / "nodes").glob("*.json")):
+        try:
+            record = json.loads(record_file.read_text())
+            workdir, socket_path = Path(record["workdir"]), str(record["socket"])
+            bridge, cgroup_root = str(record["bridge"]), str(record["cgroup_root"])
+            fixed_before = {
+                path: None if entries is None else set(entries) for path, entries in record["fixed_before"].items()
+            }
+        except (OSError, ValueError, KeyError):
+            record_file.unlink(missing_ok=True)
+            continue
+        if _containerd_answers(socket_path):
+            continue  # a live node (of another process)
+        _say(f"cleaning up after {record_file.stem}, which was not stopped ({workdir})")
+        for _ in range(5):
+            victims = _cgroup_pids(cgroup_root) | set(_shim_pids(Path(socket_path)))
+            if not victims:
+                break
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
+        _unmount_under(workdir)
+        _remove_cgroups(cgroup_root, _snapshot_cgroups())
+        _run_quiet(["ip", "link", "delete", bridge])
+        # Its pods' logs, CNI results, the kubelet's device-plugin files: what appeared since it started.
+        _clean_fixed_paths(fixed_before, set(), record_file.stem)
+        for sub in ("containerd", "kubelet"):
+            shutil.rmtree(workdir / sub, ignore_errors=True)
+        record_file.unlink(missing_ok=True)
 
 
 def _image_root(workdir: Path) -> tuple[Path, IO[str] | None]:
@@ -825,11 +901,14 @@ def _clean_fixed_paths(before: dict[str, set[str] | None], pod_uids: set[str], n
         for link in containers_dir.iterdir():
             if link.is_symlink() and not link.exists():  # its pod's log directory is gone
                 link.unlink(missing_ok=True)
-    results = Path("/var/lib/cni/results")
-    if results.is_dir():
-        for entry in results.iterdir():
-            if entry.name.startswith(f"{network}-"):
-                entry.unlink(missing_ok=True)
+    # CNI results (of this network and of containerd's per-sandbox loopback) and shim sockets that
+    # appeared while the node ran are its own: one node at a time runs on a machine.
+    for directory in (Path("/var/lib/cni/results"), Path("/run/containerd/s")):
+        existed_entries = before.get(str(directory)) or set()
+        if directory.is_dir():
+            for entry in directory.iterdir():
+                if entry.name.startswith(f"{network}-") or entry.name not in existed_entries:
+                    entry.unlink(missing_ok=True)
     for leftover in ("kubelet.sock", "DEPRECATION"):  # the device-plugin manager's files
         Path("/var/lib/kubelet/device-plugins", leftover).unlink(missing_ok=True)
     errors: list[str] = []
