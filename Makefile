@@ -87,3 +87,11 @@ clean: demo-down
 
 distclean: clean
 	rm -rf $(VENV) *.egg-info operator/*.egg-info
+
+# The randomized convergence soak on a bed of its own (tests/soak/; what it checks: tests/soak/RESULTS.md).
+# `make soak SEED=1234 OPS=30` replays a run; without SEED a seed is drawn and printed.
+SEED ?=
+OPS ?= 300
+.PHONY: soak
+soak: bed-binaries
+	$(PY) -m soak $(if $(SEED),--seed $(SEED)) --ops $(OPS)
