@@ -128,11 +128,16 @@ class FlinkSession:
 
 
 @pytest.fixture
-def flink_session_from_deploy(kube: KubeCluster, node: Node, bed_dir: Path) -> Iterator[FlinkSession]:
+def flink_session_from_deploy(
+    kube: KubeCluster, node: Node, bed_dir: Path, apiserver_for_pods: tuple[str, int]
+) -> Iterator[FlinkSession]:
     """`kubectl kustomize deploy/flink-session/` on the node, with the bed's changes: the local Flink
-    image (imagePullPolicy Never), a hostPath PersistentVolume for the claim flink-data, and, for the
-    TaskManagers, `flink-jobmanager` mapped to the JobManager's pod IP (hostAliases: no cluster DNS,
-    no kube-proxy behind the Service). The JobManager starts first, so its IP is known."""
+    image (imagePullPolicy Never), a hostPath PersistentVolume for the claim flink-data, the
+    apiserver's address for Flink's Kubernetes high availability (as for the operator: no kube-proxy
+    for the `kubernetes` Service), and, for the TaskManagers, `flink-jobmanager` mapped to the
+    JobManager's pod IP (hostAliases: no cluster DNS, no kube-proxy behind the Service). The
+    JobManager starts first, so its IP is known."""
+    to_apiserver = {"ip": apiserver_for_pods[0], "hostnames": ["kubernetes.default.svc"]}
     documents = [
         d for d in yaml.safe_load_all(kube.kubectl("kustomize", str(REPO / "deploy" / "flink-session")).stdout) if d
     ]
@@ -142,6 +147,13 @@ def flink_session_from_deploy(kube: KubeCluster, node: Node, bed_dir: Path) -> I
             for container in [*pod.get("initContainers", []), *pod["containers"]]:
                 container["image"] = FLINK_IMAGE
                 container["imagePullPolicy"] = "Never"
+            for container in pod["containers"]:
+                container["env"] = [
+                    *container.get("env", []),
+                    {"name": "KUBERNETES_SERVICE_HOST", "value": "kubernetes.default.svc"},
+                    {"name": "KUBERNETES_SERVICE_PORT", "value": str(apiserver_for_pods[1])},
+                ]
+            pod["hostAliases"] = [to_apiserver]
     data_dir = bed_dir / "flink-session-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o777)  # hostPath: fsGroup does not apply; the Flink user is 9999
@@ -167,7 +179,8 @@ def flink_session_from_deploy(kube: KubeCluster, node: Node, bed_dir: Path) -> I
     try:
         jm_ip = _wait_for(lambda: _pod_ip(kube, SESSION_NAMESPACE, "component=jobmanager"), 120, "the JobManager's IP")
         taskmanagers["spec"]["template"]["spec"]["hostAliases"] = [
-            {"ip": jm_ip, "hostnames": ["flink-jobmanager", f"flink-jobmanager.{SESSION_NAMESPACE}.svc"]}
+            to_apiserver,
+            {"ip": jm_ip, "hostnames": ["flink-jobmanager", f"flink-jobmanager.{SESSION_NAMESPACE}.svc"]},
         ]
         kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(taskmanagers))
         rest_url = f"http://{jm_ip}:8081"
@@ -263,6 +276,15 @@ def test_operator_deployed_from_deploy_runs_as_its_service_account_and_upgrades_
     # The savepoint is on the pods' shared volume, which is a directory of this host.
     assert (flink.data_dir / "savepoints" / Path(savepoint).name).is_dir()
     assert rest.wait_state_counter_at_least(new_job, count_before + 1) > count_before
+    # deploy/flink-session/ runs with Flink's Kubernetes high availability, as its ServiceAccount:
+    # the leader and the running job's metadata are in ConfigMaps of its namespace.
+    assert rest.get("/jobmanager/config") and any(
+        e.get("key") == "high-availability.type" and e.get("value") == "kubernetes"
+        for e in rest.get("/jobmanager/config")
+    )
+    configmaps = kube.kubectl("get", "configmaps", "-n", SESSION_NAMESPACE, "-o", "name").stdout.split()
+    assert "configmap/flink-session-cluster-config-map" in configmaps, configmaps
+    assert f"configmap/flink-session-{new_job}-config-map" in configmaps, configmaps
 
     jobs.delete("counter")  # the operator pod stops the job with a final savepoint, then lets it go
     jobs.wait_gone("counter", timeout=120)
