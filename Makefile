@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BED_DIR := $(CURDIR)/.bed
 export PYTHONPATH := $(CURDIR)/tests:$(CURDIR)/operator
 
-.PHONY: test unit integration lint demo demo-down clean distclean system-deps venv bed-binaries bench bench-10k help
+.PHONY: test unit integration lint demo demo-down clean distclean system-deps venv bed-binaries node-binaries bed-images bench bench-10k help
 
 help:
 	@echo "make test    - install what is missing, lint, run unit and integration tests on the real bed"
@@ -24,10 +24,24 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+FLINKOP_CACHE := $(or $(FLINKOP_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/flinkop)
+
 # The kube-apiserver build (about 5 minutes, once) and the Flink jars, both cached in ~/.cache/flinkop.
+# When the node's binaries are not built yet, the apiserver's source tree is kept for their build
+# (which then reuses its generated code and Go cache, and removes the tree).
 bed-binaries: system-deps venv
-	$(PY) -c "from testbed.kube import ensure_apiserver_binary; ensure_apiserver_binary()"
+	$(if $(wildcard $(FLINKOP_CACHE)/kube-node-v1.20.2/kubelet),,FLINKOP_KEEP_KUBE_BUILD=1) \
+	  $(PY) -c "from testbed.kube import ensure_apiserver_binary; ensure_apiserver_binary()"
 	$(PY) -c "from testbed.flink import ensure_flink_dist; ensure_flink_dist()"
+
+# The real node's binaries (kubelet, kube-controller-manager, kube-scheduler, pause; about 6 minutes
+# once, from the same Debian source package) and its images (pause, busybox, Flink 2.3, the operator;
+# about 2 minutes once), all cached in ~/.cache/flinkop. See tests/testbed/node.py and images.py.
+node-binaries: bed-binaries
+	$(PY) -c "from testbed.node import ensure_node_binaries; ensure_node_binaries()"
+
+bed-images: node-binaries
+	$(PY) -m testbed.images
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests deploy bench
@@ -36,10 +50,10 @@ lint: venv
 unit: venv
 	$(VENV)/bin/pytest tests/unit -q
 
-integration: bed-binaries
+integration: bed-images
 	$(VENV)/bin/pytest tests/integration -v
 
-test: bed-binaries lint
+test: bed-images lint
 	$(VENV)/bin/pytest tests -v --durations=15
 
 # Benchmarks (not part of `make test`): results and method in bench/RESULTS.md.

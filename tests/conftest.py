@@ -34,6 +34,20 @@ def kube(bed_dir: Path) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
+def node(kube: Any, bed_dir: Path) -> Iterator[object]:
+    """A real Kubernetes node (testbed.node: containerd, kubelet, controller-manager, scheduler, the
+    bed's images) beside the session's apiserver. Started only when a test asks for it; from then on
+    the controller-manager and scheduler serve the whole session's apiserver."""
+    from testbed.node import start_node
+
+    started = start_node(kube, bed_dir / "node")
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
 def flink(bed_dir: Path) -> Iterator[object]:
     from testbed.flink import start_flink
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -173,23 +174,29 @@ def _one_pass(
 def on_change(body: kopf.Body, **_: Any) -> None:
     """Runs passes until the spec is reached (or stalled), coming back while steps are in flight."""
     uid = body["metadata"]["uid"]
-    _changing.add(uid)
+    _changing[uid] = time.monotonic() + _CHANGE_GRACE  # while this pass runs
     result = _pass(body)
     if result.requeue_after is not None:
+        _changing[uid] = time.monotonic() + result.requeue_after + _CHANGE_GRACE
         raise kopf.TemporaryError(result.decision.status.message or "in progress", delay=result.requeue_after)
-    _changing.discard(uid)
+    _changing.pop(uid, None)
 
 
-# Resources whose change handler is coming back to them (kopf retries it while steps are in flight):
-# the timer leaves those to it, and carries on with work only it found (a job that ended, a periodic
-# savepoint), so either way exactly one of them follows a pass that asked for another.
-_changing: set[str] = set()
+# Resources whose change handler is due back at them soon (kopf retries it while steps are in flight),
+# by when: the timer leaves those to it, and carries on with work only it found (a job that ended, a
+# periodic savepoint). Only until then: kopf drops a handler's retries when the spec goes back to the
+# last one it handled (its diff is empty), and the timer must then carry the work on, or nothing would.
+_changing: dict[str, float] = {}
+_CHANGE_GRACE = 5.0
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.observe_interval, initial_delay=SETTINGS.observe_interval)
 def on_timer(body: kopf.Body, **_: Any) -> None:
     """Looks at a resource at rest: notices a job that failed or was cancelled outside the operator."""
-    if body.get("metadata", {}).get("deletionTimestamp") or body["metadata"]["uid"] in _changing:
+    if (
+        body.get("metadata", {}).get("deletionTimestamp")
+        or _changing.get(body["metadata"]["uid"], 0.0) > time.monotonic()
+    ):
         return
     try:
         result = _pass(body)
@@ -208,7 +215,7 @@ def on_delete(body: kopf.Body, **_: Any) -> None:
     if not result.done_deleting:
         raise kopf.TemporaryError(result.decision.status.message or "deleting", delay=result.requeue_after or 1.0)
     forget_resource(body["metadata"]["uid"])
-    _changing.discard(body["metadata"]["uid"])
+    _changing.pop(body["metadata"]["uid"], None)
     _slots.release(body["metadata"]["uid"])
     _jar_users.forget(body["metadata"]["uid"])
     METRICS.forget(body["metadata"]["uid"])

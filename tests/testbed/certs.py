@@ -75,3 +75,28 @@ def issue_server_cert(
     )  # fmt: skip
     csr.unlink()
     return cert, key
+
+
+def issue_client_cert(ca: CA, workdir: Path, name: str, *, organization: str | None = None) -> tuple[Path, Path]:
+    """A client certificate signed by `ca`: CommonName `name` (the user), Organization `organization`
+    (a group, for Kubernetes): (`<name>.crt`, `<name>.key`)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stem = name.replace(":", "_")
+    cert, key, csr, ext = (workdir / f"{stem}{suffix}" for suffix in (".crt", ".key", ".csr", ".ext"))
+    subject = f"/CN={name}" + (f"/O={organization}" if organization else "")
+    ext.write_text(
+        "[client]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n"
+        "extendedKeyUsage = clientAuth\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid, issuer\n"
+    )
+    _openssl(
+        "req", "-new", "-newkey", "rsa:2048", "-nodes", "-sha256", "-subj", subject,
+        "-keyout", str(key), "-out", str(csr),
+    )  # fmt: skip
+    key.chmod(0o600)
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey", str(ca.key),
+        "-set_serial", str(secrets.randbits(63)), "-days", _DAYS, "-sha256",
+        "-extfile", str(ext), "-extensions", "client", "-out", str(cert),
+    )  # fmt: skip
+    csr.unlink()
+    return cert, key

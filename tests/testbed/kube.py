@@ -1,13 +1,19 @@
 """The Kubernetes half of the test bed: a real kube-apiserver (v1.20.2, built from Debian's source
 package and cached) on top of a real etcd (Debian's etcd-server), both on 127.0.0.1 and free ports.
 
-There is no controller-manager, scheduler or kubelet: no garbage collection, no pods. What is real:
-the API machinery (CRDs with structural schemas, status and scale subresources, generation,
-resourceVersion conflicts, watches), token authentication and RBAC authorization.
+By itself there is no controller-manager, scheduler or kubelet: no garbage collection, no pods. What
+is real: the API machinery (CRDs with structural schemas, status and scale subresources, generation,
+resourceVersion conflicts, watches), token authentication and RBAC authorization. The apiserver is
+started ready for a node (testbed.node adds kubelet, containerd, controller-manager and scheduler):
+Node,RBAC authorization, the kubelet reached by its hostname (`localhost`) with a client certificate
+of its own, and token users for the node's components; none of that changes what the other users see.
 
-Two users exist, each with its own kubeconfig in the work directory:
+Users, each with its own kubeconfig in the work directory:
   * `admin` (group system:masters)      -> `admin.kubeconfig`
   * `flinkop-operator` (no groups at all) -> `operator.kubeconfig`, for least-privilege RBAC tests.
+  * the node's components (`system:node:localhost` in `system:nodes`, `system:kube-controller-manager`,
+    `system:kube-scheduler`) -> `kubelet.kubeconfig`, `controller-manager.kubeconfig`,
+    `scheduler.kubeconfig`, used only by testbed.node.
 
 Nothing here reads or writes ~/.kube.
 """
@@ -36,6 +42,13 @@ from testbed import procs
 APISERVER_VERSION = "v1.20.2"
 ADMIN_USER = "admin"
 OPERATOR_USER = "flinkop-operator"
+NODE_NAME = "localhost"  # the kubelet refuses a loopback node IP, so the node is reached by this name
+# The node's components: kubeconfig name -> (user, group or "").
+NODE_COMPONENT_USERS: dict[str, tuple[str, str]] = {
+    "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
+    "controller-manager": ("system:kube-controller-manager", ""),
+    "scheduler": ("system:kube-scheduler", ""),
+}
 BUILD_SCRIPT = Path(__file__).resolve().parents[1] / "bed" / "scripts" / "build-kube-apiserver.sh"
 
 _ETCD_TIMEOUT = 30.0
@@ -138,6 +151,11 @@ class KubeCluster:
     operator_token: str
     ca_file: Path | None  # the apiserver's self-signed serving cert, or None if TLS is not verified
     startup_seconds: float = 0.0
+    # For testbed.node: the key that signs service-account tokens, the CA the kubelet trusts for the
+    # apiserver's client certificate, and a kubeconfig per node component (NODE_COMPONENT_USERS).
+    service_account_key: Path | None = None
+    kubelet_client_ca: Path | None = None
+    component_kubeconfigs: dict[str, Path] = field(default_factory=dict)
     _kubectl: str = field(default="", repr=False)
 
     @property
@@ -245,12 +263,25 @@ def start_kube(workdir: Path, detach: bool = False) -> KubeCluster:
     sa_key.chmod(0o600)
 
     admin_token, operator_token = secrets.token_hex(24), secrets.token_hex(24)
+    component_tokens = {name: secrets.token_hex(24) for name in NODE_COMPONENT_USERS}
     tokens = certs / "tokens.csv"
-    tokens.write_text(
-        f'{admin_token},{ADMIN_USER},{ADMIN_USER}-uid,"system:masters"\n'
-        f"{operator_token},{OPERATOR_USER},{OPERATOR_USER}-uid\n"
-    )
+    lines = [
+        f'{admin_token},{ADMIN_USER},{ADMIN_USER}-uid,"system:masters"',
+        f"{operator_token},{OPERATOR_USER},{OPERATOR_USER}-uid",
+    ]
+    for name, (user, group) in NODE_COMPONENT_USERS.items():
+        lines.append(f"{component_tokens[name]},{user},{name}-uid" + (f',"{group}"' if group else ""))
+    tokens.write_text("\n".join(lines) + "\n")
     tokens.chmod(0o600)
+
+    # The apiserver's identity towards the kubelet (logs, exec): a client certificate whose group,
+    # system:masters, the kubelet's webhook authorization then allows.
+    from testbed.certs import issue_client_cert, make_ca
+
+    kubelet_client_ca = make_ca(certs, "kubelet-client-ca")
+    kubelet_client_cert, kubelet_client_key = issue_client_cert(
+        kubelet_client_ca, certs, "flinkop-bed-apiserver", organization="system:masters"
+    )
 
     client_port, peer_port, secure_port = procs.free_port(), procs.free_port(), procs.free_port()
     etcd_url = f"http://127.0.0.1:{client_port}"
@@ -287,7 +318,11 @@ def start_kube(workdir: Path, detach: bool = False) -> KubeCluster:
             "--insecure-port=0",
             f"--cert-dir={certs}",
             f"--token-auth-file={tokens}",
-            "--authorization-mode=RBAC",
+            # Node: the kubelet may read exactly its own pods' secrets and configmaps.
+            "--authorization-mode=Node,RBAC",
+            f"--kubelet-client-certificate={kubelet_client_cert}",
+            f"--kubelet-client-key={kubelet_client_key}",
+            "--kubelet-preferred-address-types=Hostname",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={sa_key}",
             f"--service-account-signing-key-file={sa_key}",
@@ -316,6 +351,10 @@ def start_kube(workdir: Path, detach: bool = False) -> KubeCluster:
         operator_kubeconfig = workdir / "operator.kubeconfig"
         _write_kubeconfig(admin_kubeconfig, server, ca_file, ADMIN_USER, admin_token)
         _write_kubeconfig(operator_kubeconfig, server, ca_file, OPERATOR_USER, operator_token)
+        component_kubeconfigs = {}
+        for name, (user, _group) in NODE_COMPONENT_USERS.items():
+            component_kubeconfigs[name] = workdir / f"{name}.kubeconfig"
+            _write_kubeconfig(component_kubeconfigs[name], server, ca_file, user, component_tokens[name])
     except BaseException:
         apiserver.stop(timeout=5)
         etcd.stop(timeout=5)
@@ -332,6 +371,9 @@ def start_kube(workdir: Path, detach: bool = False) -> KubeCluster:
         operator_token=operator_token,
         ca_file=ca_file,
         startup_seconds=time.monotonic() - started,
+        service_account_key=sa_key,
+        kubelet_client_ca=kubelet_client_ca.cert,
+        component_kubeconfigs=component_kubeconfigs,
     )
     (workdir / "cluster.json").write_text(
         json.dumps(

@@ -210,3 +210,24 @@ def test_a_starting_job_that_ended_is_taken_as_ended_only_with_its_details_and_t
     assert waiting.info is not None and not waiting.info.terminal and not waiting.info.all_vertices_running
     ended = with_live_tasks(job(NEW_JOB, "FAILED", failure="boom"), failed_live)
     assert ended.info is not None and ended.info.terminal and ended.failure == "boom"
+
+
+def test_a_change_undone_while_the_upgrade_waits_to_retry_its_savepoint_drops_the_upgrade() -> None:
+    from flinkop.plan import record_action_failure
+    from planner_kit import upgrade_started
+
+    started = upgrade_started(V1, V2)
+    assert started.upgrade is not None and isinstance(started.upgrade, object)
+    failed = record_action_failure(
+        started, TriggerSavepoint(OLD_JOB, TRIGGER, "file:///savepoints", "stop"), "snapshot failed", at(1)
+    )
+    assert failed.upgrade is not None and failed.upgrade.trigger_id is None
+    # Still wanted: the retry waits.
+    waiting = run(V2, failed, Observation(job=job(OLD_JOB), jar=jar_uploaded(JAR_V2)), now=at(3))
+    assert waiting.status.upgrade is not None and waiting.action is None
+    # Undone: the job keeps running what is wanted again, no stop is ever triggered.
+    undone = run(V1, failed, Observation(job=job(OLD_JOB)), now=at(3), generation=3)
+    assert undone.status.upgrade is None and undone.action is None
+    assert "UpgradeCancelled" in [e.reason for e in undone.events]
+    rest = run(V1, undone.status, Observation(job=job(OLD_JOB)), now=at(4), generation=3)
+    assert cond_status(rest) == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}

@@ -140,6 +140,15 @@ def savepointing(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
     phase = phase_for(up, d.status.phase)
     if op is not None and op.status == "COMPLETED" and op.location:
         return savepoint_completed(d, spec, up, op.location)
+    deployed = d.status.deployed
+    undone = up.kind == st.UPGRADE and deployed is not None and spec.deployment.fingerprint == deployed.fingerprint
+    if undone and up.trigger_id is None and job is not None and job.active:
+        # The change was undone while the upgrade waited to retry its savepoint: nothing was stopped,
+        # and what runs is what is wanted again.
+        message = f"The change was undone before job {up.from_job_id} was stopped; it keeps running."
+        d.event("UpgradeCancelled", message)
+        d.status = replace(d.status, upgrade=None, phase="Running", message=message)
+        return d.finish(requeue=POLL_FAST)
     if op is None or op.status in ("UNKNOWN", "FAILED"):  # a restarted JobManager fails what it forgot
         lost = lost_in_flight(d, spec, up)
         if lost is not None:

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test bed needs, and the deb-src entry that
 # `apt-get source kubernetes` needs. Idempotent: does nothing when all is there.
+#
+# The real node (tests/testbed/node.py) adds containerd, runc and the CNI plugins, mmdebstrap to
+# build the images' root filesystems, and gcc for the static pause binary. Their packages' services
+# are never started here: the bed runs its own containerd on a private socket.
 set -euo pipefail
 
-packages=(golang-go etcd-server rsync jq openjdk-17-jdk-headless golang-github-modern-go-reflect2-dev dpkg-dev curl)
+packages=(golang-go etcd-server rsync jq openjdk-17-jdk-headless golang-github-modern-go-reflect2-dev dpkg-dev curl
+  containerd runc containernetworking-plugins mmdebstrap busybox-static gcc libc6-dev iproute2 util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,4 +37,11 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-system-deps: installing ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# A package whose configuration was interrupted (seen once after installing containerd) leaves dpkg
+# half-done; finish it so later installs work.
+if dpkg --audit 2>/dev/null | grep -q .; then
+  echo "install-system-deps: finishing interrupted package configuration (dpkg --configure -a)"
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" dpkg --configure -a
 fi
