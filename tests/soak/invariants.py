@@ -148,12 +148,28 @@ def stall_of(fj: FlinkJobView) -> StallSeen | None:
     return StallSeen(fj.generation, str(stalled.get("reason")), str(job_id) if job_id else None)
 
 
+def outcome_changed(fj: FlinkJobView) -> bool:
+    """Whether the spec changed, since its stall was recorded, in a field that can change the outcome
+    of the next attempt (the deployment or a policy field): the stall records the spec's
+    `FlinkJobSpec.attempt_key` in `status.failure.fingerprint`. A change to another field (for
+    example savepointHistoryLimit) does not lift a stall."""
+    from flinkop.spec import SpecError, parse_spec
+
+    recorded = (fj.status.get("failure") or {}).get("fingerprint")
+    try:
+        spec = parse_spec(fj.spec)
+    except SpecError:
+        return False
+    return recorded is not None and recorded != spec.attempt_key(spec.deployment)
+
+
 def check_stall_retried(fj: FlinkJobView, before: StallSeen) -> list[str]:
-    """A stall a new attempt could lift, still there after the spec changed, with no new attempt."""
+    """A stall a new attempt could lift, still there after the spec changed in a field that can change
+    the outcome, with no new attempt."""
     now = stall_of(fj)
     if now is None or before.reason not in RETRIED_STALLS or now.reason != before.reason:
         return []
-    if fj.generation > before.generation and now.job_id == before.job_id:
+    if fj.generation > before.generation and now.job_id == before.job_id and outcome_changed(fj):
         return [
             f"{fj.name}: Stalled {now.reason} since generation {before.generation} with job {now.job_id}, and the "
             f"spec changed since (generation {fj.generation}) without a new attempt"
