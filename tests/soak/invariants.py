@@ -16,17 +16,15 @@ The rules (issue 12, item 5):
   `Stalled` only with a reason the README lists and a message; never `Ready` and `Stalled` at once;
 - the counter's state goes on (restored, and not below what it was at the previous quiescent point)
   unless the interval allowed dropping it (see `drop_allowed`);
-- a stall that a new attempt could lift (`RestoreFailed`, `UnstableStart`, `DeployFailed`,
-  `JobTerminated`) and that was there at the previous quiescent point is retried once a field it is
-  remembered with changed (`RETRY_FIELDS`, as the README lists them): it then names another job
-  (each attempt submits a new one);
+- a stall that a new attempt could lift (`RestoreFailed`, `DeployFailed`, `JobTerminated`) and that
+  was there at the previous quiescent point is retried once the spec changed: at a later generation
+  it names another job (each attempt submits a new one);
 - every savepoint in `status.savepointHistory`, `status.lastSavepoint` and an upgrade's
   `savepointPath` exists on disk.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -123,30 +121,6 @@ def stalled_reasons_in(readme: str) -> frozenset[str]:
     return frozenset(reasons)
 
 
-# What a stall is remembered with (README, "Level-triggered passes"): the deployment and the policy
-# fields in force; a change to any of them must try again.
-RETRY_FIELDS = (
-    "jar",
-    "entryClass",
-    "args",
-    "parallelism",
-    "allowNonRestoredState",
-    "restoreFailurePolicy",
-    "upgradeMode",
-    "savepointMode",
-    "drain",
-    "savepointDirectory",
-    "initialSavepointPath",
-    "rescaleMode",
-    "inPlaceRescaleTimeoutSeconds",
-    "stabilityTimeoutSeconds",
-)
-
-
-def retry_key(spec: Mapping[str, Any]) -> str:
-    return json.dumps({k: spec.get(k) for k in RETRY_FIELDS}, sort_keys=True)
-
-
 @dataclass(frozen=True)
 class StallSeen:
     """A FlinkJob's stall at the previous quiescent point."""
@@ -154,7 +128,6 @@ class StallSeen:
     generation: int
     reason: str
     job_id: str | None
-    key: str = ""  # retry_key of the spec then
 
 
 @dataclass(frozen=True)
@@ -172,19 +145,34 @@ def stall_of(fj: FlinkJobView) -> StallSeen | None:
     if stalled.get("status") != "True":
         return None
     job_id = fj.status.get("jobId")
-    return StallSeen(fj.generation, str(stalled.get("reason")), str(job_id) if job_id else None, retry_key(fj.spec))
+    return StallSeen(fj.generation, str(stalled.get("reason")), str(job_id) if job_id else None)
+
+
+def outcome_changed(fj: FlinkJobView) -> bool:
+    """Whether the spec changed, since its stall was recorded, in a field that can change the outcome
+    of the next attempt (the deployment or a policy field): the stall records the spec's
+    `FlinkJobSpec.attempt_key` in `status.failure.fingerprint`. A change to another field (for
+    example savepointHistoryLimit) does not lift a stall."""
+    from flinkop.spec import SpecError, parse_spec
+
+    recorded = (fj.status.get("failure") or {}).get("fingerprint")
+    try:
+        spec = parse_spec(fj.spec)
+    except SpecError:
+        return False
+    return recorded is not None and recorded != spec.attempt_key(spec.deployment)
 
 
 def check_stall_retried(fj: FlinkJobView, before: StallSeen) -> list[str]:
-    """A stall a new attempt could lift, still there after a field it is remembered with changed
-    (`RETRY_FIELDS`), with no new attempt."""
+    """A stall a new attempt could lift, still there after the spec changed in a field that can change
+    the outcome, with no new attempt."""
     now = stall_of(fj)
     if now is None or before.reason not in RETRIED_STALLS or now.reason != before.reason:
         return []
-    if fj.generation > before.generation and now.key != before.key and now.job_id == before.job_id:
+    if fj.generation > before.generation and now.job_id == before.job_id and outcome_changed(fj):
         return [
-            f"{fj.name}: Stalled {now.reason} since generation {before.generation} with job {now.job_id}, and a "
-            f"field that lifts it changed since (generation {fj.generation}) without a new attempt"
+            f"{fj.name}: Stalled {now.reason} since generation {before.generation} with job {now.job_id}, and the "
+            f"spec changed since (generation {fj.generation}) without a new attempt"
         ]
     return []
 

@@ -16,7 +16,6 @@ from soak.invariants import (
     check,
     check_counter,
     drop_allowed,
-    retry_key,
     stalled_reasons_in,
 )
 
@@ -26,7 +25,13 @@ SP2 = "file:/sp/savepoint-2"
 
 
 def spec(**extra: Any) -> dict[str, Any]:
-    return {"jar": {"uri": JAR}, "parallelism": 2, "args": ["--job-name", "soak-a.base"], **extra}
+    return {
+        "flinkRestUrl": "http://127.0.0.1:8081",
+        "jar": {"uri": JAR},
+        "parallelism": 2,
+        "args": ["--job-name", "soak-a.base"],
+        **extra,
+    }
 
 
 def conditions(ready: str, stalled: str = "False", reason: str = "", message: str = "", gen: int = 3) -> list[Any]:
@@ -166,17 +171,24 @@ def test_a_restore_failure_not_retried_after_a_spec_change_is_a_violation() -> N
     # Issue 12: allowNonRestoredState changed after a RestoreFailed rollback, and nothing happened.
     stalled = status(ready="False", conditions=conditions("False", "True", "RestoreFailed", "fix the program", gen=4))
     stalled["observedGeneration"] = 4
+    stalled["failure"] = {"reason": "RestoreFailed", "message": "m", "fingerprint": "recorded-under-never"}
     fj = FlinkJobView("a", 4, spec(allowNonRestoredState="OnJarChange"), stalled)
-    before = StallSeen(3, "RestoreFailed", "j1", retry_key(spec()))
+    before = StallSeen(3, "RestoreFailed", "j1")
     stuck = Snapshot([fj], [running_job()], frozenset({SP1, SP2}), previous_stalls={"a": before})
     assert any("without a new attempt" in p for p in check(stuck)), check(stuck)
     retried = replace(fj, status={**stalled, "jobId": "j2"})
     assert check(Snapshot([retried], [running_job("j2")], frozenset({SP1, SP2}), previous_stalls={"a": before})) == []
     unchanged = replace(fj, generation=3, status={**stalled, "observedGeneration": 3})
     assert check(Snapshot([unchanged], [running_job()], frozenset({SP1, SP2}), previous_stalls={"a": before})) == []
-    # A field a stall is not remembered with (retention) need not retry it (soak seed 9001).
-    retention = replace(fj, spec=spec(savepointHistoryLimit=4))
-    assert check(Snapshot([retention], [running_job()], frozenset({SP1, SP2}), previous_stalls={"a": before})) == []
+
+    # A change to a field that cannot change the outcome (savepointHistoryLimit) lifts nothing.
+    from flinkop.spec import parse_spec
+
+    same = spec(allowNonRestoredState="OnJarChange")
+    parsed = parse_spec(same)
+    key = parsed.attempt_key(parsed.deployment)
+    kept = replace(fj, spec={**same, "savepointHistoryLimit": 3}, status={**stalled, "failure": {"fingerprint": key}})
+    assert check(Snapshot([kept], [running_job()], frozenset({SP1, SP2}), previous_stalls={"a": before})) == []
 
 
 def test_the_listed_stalled_reasons_are_read_from_the_readme_table() -> None:
