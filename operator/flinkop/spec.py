@@ -134,7 +134,9 @@ class FlinkJobSpec:
 
 
 def _bool(spec: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = spec.get(key, default)
+    value = spec.get(key)
+    if value is None:
+        return default
     if not isinstance(value, bool):
         raise SpecError(f"spec.{key} {value!r} must be true or false")
     return value
@@ -148,16 +150,18 @@ def _enum(spec: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: 
 
 
 def _positive_int(spec: Mapping[str, Any], key: str, default: int | None) -> int | None:
-    value = spec.get(key, default)
-    if value is None:
-        return None
+    value = spec.get(key)
+    if value is None:  # absent, or null in the manifest: the default
+        return default
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise SpecError(f"spec.{key} {value!r} must be an integer >= 1")
     return value
 
 
 def _non_negative_int(spec: Mapping[str, Any], key: str, default: int) -> int:
-    value = spec.get(key, default)
+    value = spec.get(key)
+    if value is None:  # absent, or null in the manifest: the default
+        return default
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise SpecError(f"spec.{key} {value!r} must be an integer >= 0")
     return value

@@ -8,6 +8,7 @@ namespace, which the session's own operator leaves alone.
 
 What the bed changes in the rendered manifests, and why (nothing of the RBAC):
   * image `localhost/flinkop:0.1.0`, imagePullPolicy Never: built locally (testbed.images), no registry;
+  * FLINKOP_JAR_ALLOWED_HOSTS, a placeholder in deploy/: the host's bridge address, where the jar is served;
   * the apiserver's address: there is no kube-proxy for the `kubernetes` Service's ClusterIP, so
     KUBERNETES_SERVICE_HOST is `kubernetes.default.svc` (a name in the apiserver's serving
     certificate), which hostAliases maps to the host's address on the pod bridge, where a forwarder
@@ -83,8 +84,11 @@ def rendered_deploy(kube: KubeCluster, apiserver: tuple[str, int]) -> list[dict[
     container = pod["containers"][0]
     container["image"] = OPERATOR_IMAGE
     container["imagePullPolicy"] = "Never"
+    # The jar host allow-list is a placeholder every installation fills in: here, the host's address
+    # on the pod bridge, where the bed serves the test job's jar (jar_server).
     container["env"] = [
-        *container.get("env", []),
+        *(e for e in container.get("env", []) if e["name"] != "FLINKOP_JAR_ALLOWED_HOSTS"),
+        {"name": "FLINKOP_JAR_ALLOWED_HOSTS", "value": apiserver[0]},
         {"name": "KUBERNETES_SERVICE_HOST", "value": "kubernetes.default.svc"},
         {"name": "KUBERNETES_SERVICE_PORT", "value": str(apiserver[1])},
     ]
@@ -154,6 +158,12 @@ def flink_session_from_deploy(
                     {"name": "KUBERNETES_SERVICE_PORT", "value": str(apiserver_for_pods[1])},
                 ]
             pod["hostAliases"] = [to_apiserver]
+            if doc["metadata"]["name"] == "flink-jobmanager":
+                # With high availability the JobManager reaches its own advertised address
+                # (flink-jobmanager, the Service): itself, here, with no cluster DNS.
+                pod["hostAliases"].append(
+                    {"ip": "127.0.0.1", "hostnames": ["flink-jobmanager", f"flink-jobmanager.{SESSION_NAMESPACE}.svc"]}
+                )
     data_dir = bed_dir / "flink-session-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o777)  # hostPath: fsGroup does not apply; the Flink user is 9999
@@ -246,10 +256,13 @@ def test_operator_deployed_from_deploy_runs_as_its_service_account_and_upgrades_
         assert pod["spec"]["nodeName"] == NODE_NAME
         assert pod["spec"]["serviceAccountName"] == "flinkop"
         assert pod["status"]["phase"] == "Running"
-    rbac = [d for d in deployed_operator if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "ServiceAccount")]
+    rbac_kinds = ("ClusterRole", "ClusterRoleBinding", "ServiceAccount", "Role", "RoleBinding")
+    rbac = [d for d in deployed_operator if d["kind"] in rbac_kinds]
     shipped = [d for d in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()) if d]
-    assert [d["kind"] for d in rbac] == [d["kind"] for d in shipped]
-    assert [d.get("rules") for d in rbac] == [d.get("rules") for d in shipped]  # exactly deploy/'s rules
+    def by_name(docs: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+        return {(d["kind"], d["metadata"]["name"]): d.get("rules") for d in docs}
+
+    assert by_name(rbac) == by_name(shipped)  # exactly deploy/'s objects and rules
 
     flink = flink_session_from_deploy
     rest = FlinkRest(flink.rest_url)

@@ -214,3 +214,18 @@ def test_allow_non_restored_state_follows_the_policy(
 ) -> None:
     spec = parse(allowNonRestoredState=policy)
     assert spec.allow_non_restored_for(previous, target) is expected
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "savepointTimeoutSeconds",
+        "savepointHistoryLimit",
+        "minRescaleIntervalSeconds",
+        "stabilityTimeoutSeconds",
+        "restartLostJobs",
+    ],
+)
+def test_a_null_field_takes_its_default(key: str) -> None:
+    """Found by Hypothesis in CI: savepointTimeoutSeconds: null crashed parse_spec."""
+    assert parse_spec({**BASE, key: None}) == parse_spec(BASE)
