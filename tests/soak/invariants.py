@@ -216,7 +216,11 @@ def drop_allowed(specs_seen: Iterable[Mapping[str, Any]], recreated: bool) -> bo
 
 
 def savepoint_paths(status: Mapping[str, Any]) -> list[str]:
-    paths = [str(s["path"]) for s in status.get("savepointHistory") or [] if s.get("path")]
+    """The savepoints a status says exist: its history, less the one whose disposal is in flight
+    (`status.disposal`: recorded before Flink deletes it, it leaves the history once Flink is done),
+    and always its restore points (the last savepoint and an upgrade's), which are never disposed of."""
+    disposing = (status.get("disposal") or {}).get("path")
+    paths = [str(s["path"]) for s in status.get("savepointHistory") or [] if s.get("path") and s["path"] != disposing]
     last = (status.get("lastSavepoint") or {}).get("path")
     if last:
         paths.append(str(last))

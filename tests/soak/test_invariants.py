@@ -198,3 +198,15 @@ def test_the_listed_stalled_reasons_are_read_from_the_readme_table() -> None:
     assert "Suspended" not in listed and "Running" not in listed
     table = "text\n| Stalled reason | what | do |\n|---|---|---|\n| `A` | x | y |\n| `B` | x | y |\n\n| `C` | z |\n"
     assert stalled_reasons_in(table) == {"A", "B"}
+
+
+def test_a_savepoint_whose_disposal_is_in_flight_may_be_gone_from_disk_but_a_restore_point_may_not() -> None:
+    """Seed 30002 (300 operations): with periodic savepoints every 10 s and a history limit, the
+    disposal of the oldest one completes on disk a moment before the status drops it."""
+    from soak.invariants import savepoint_paths
+
+    history = [{"path": "sp-new"}, {"path": "sp-old"}]
+    disposing = {"savepointHistory": history, "lastSavepoint": {"path": "sp-new"}, "disposal": {"path": "sp-old"}}
+    assert savepoint_paths(disposing) == ["sp-new", "sp-new"]
+    bad = {**disposing, "disposal": {"path": "sp-new"}}  # a restore point being disposed of: still checked
+    assert "sp-new" in savepoint_paths(bad)
