@@ -136,3 +136,16 @@ def test_with_high_availability_a_savepoint_in_flight_waits_for_the_recovered_jo
     d = run(V1, _in_flight(st.SAVEPOINT), Observation(job=gone(OLD_JOB), cluster_ha=True))
     assert d.status.upgrade is not None and d.action is None and d.requeue_after is not None
     assert "recovering" in d.status.message
+
+
+def test_with_high_availability_a_spec_change_while_the_job_is_recovered_waits_for_it() -> None:
+    """A start from the last savepoint now would run a second job once the JobManager recovers the first."""
+    changed = make_spec(args=["--v2"])
+    d = run(
+        changed,
+        steady(V1, last_savepoint=PERIODIC),
+        Observation(job=gone(OLD_JOB), jar=jar_uploaded(), cluster_ha=True),
+    )
+    assert d.action is None and d.needs_jar is None and "recovering" in d.status.message
+    back = run(changed, d.status, Observation(job=job(OLD_JOB), jar=jar_uploaded(), cluster_ha=True), now=at(20))
+    assert back.action is not None and back.status.phase == "Upgrading"

@@ -24,20 +24,24 @@ def _recently_suspended(d: Draft) -> bool:
     return taken is not None and (naive(d.inp.now) - taken).total_seconds() < SUSPENDED_JOB_ENDS_WITHIN
 
 
+def _recovering(d: Draft) -> Decision:
+    """The cluster runs with high availability and no longer lists the job: its JobManager is
+    recovering it, whatever the spec wants now (a start from a savepoint would make a second job)."""
+    message = (
+        f"Job {d.status.job_id} is not listed by its cluster, which runs with high availability: the JobManager "
+        "is recovering it; it is not resubmitted."
+    )
+    if d.status.phase != "Deploying":
+        d.event("JobManagerRecovering", message)
+    d.status = replace(d.status, phase="Deploying", message=message)
+    return d.finish(requeue=POLL)
+
+
 def _lost_job(d: Draft, spec: FlinkJobSpec) -> Decision | None:
-    """The cluster answers but no longer lists the job (not FAILED nor CANCELED there: gone). With
-    high availability its JobManager is recovering it; without, it went with its JobManager and
-    starts again from the newest savepoint recorded (None: stall as for any ended job)."""
+    """The cluster answers but no longer lists the job (not FAILED nor CANCELED there: gone) and has
+    no high availability: it went with its JobManager and starts again from the newest savepoint
+    recorded (None: stall as for any ended job)."""
     s = d.status
-    if d.inp.observation.cluster_ha:
-        message = (
-            f"Job {s.job_id} is not listed by its cluster, which runs with high availability: the JobManager "
-            "is recovering it; it is not resubmitted."
-        )
-        if s.phase != "Deploying":
-            d.event("JobManagerRecovering", message)
-        d.status = replace(d.status, phase="Deploying", message=message)
-        return d.finish(requeue=POLL)
     last = s.last_savepoint
     if not spec.restart_lost_jobs or last is None:
         return None
@@ -101,6 +105,8 @@ def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
         if blocked:
             d.status = replace(d.status, phase="Failed")
             return d.finish()
+        if job is not None and job.missing and d.inp.observation.cluster_ha:
+            return _recovering(d)  # also when the spec changed meanwhile: applied once the job is back
         if s.deployed is not None and s.deployed.fingerprint == fp:
             retry_from = s.last_savepoint.path if s.last_savepoint else None
             if retry_from is None and s.last_stable is None:
