@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import fnmatch
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -173,6 +173,7 @@ class PolicyHolder:
     def __init__(self) -> None:
         self._policy: AccessPolicy | None = None
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
 
     def get(self) -> AccessPolicy | None:
         with self._lock:
@@ -180,7 +181,16 @@ class PolicyHolder:
 
     def set(self, policy: AccessPolicy | None) -> None:
         with self._lock:
+            changed = policy != self._policy
             self._policy = policy
+            listeners = list(self._listeners)
+        if changed:
+            for listener in listeners:
+                listener()  # every FlinkJob is planned again under the new policy
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            self._listeners.append(listener)
 
 
 CURRENT = PolicyHolder()

@@ -18,6 +18,10 @@ class Conflict(Exception):
     """The resource changed since it was read: the pass must start again from a fresh read."""
 
 
+class Gone(Exception):
+    """The resource no longer exists."""
+
+
 class StatusStore:
     def __init__(self) -> None:
         try:
@@ -28,6 +32,35 @@ class StatusStore:
 
     def writer(self, namespace: str, name: str, resource_version: str) -> StatusWriterWithVersion:
         return StatusWriterWithVersion(self.api, namespace, name, resource_version)
+
+    def read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The FlinkJob as it is now (None: it is gone)."""
+        try:
+            result: Any = self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(result)
+
+    def set_finalizers(
+        self, namespace: str, name: str, resource_version: str, finalizers: list[str], drop_annotations: list[str]
+    ) -> dict[str, Any]:
+        """Sets metadata.finalizers (and removes `drop_annotations`) on the version read, or Conflict."""
+        metadata: dict[str, Any] = {"resourceVersion": resource_version, "finalizers": finalizers}
+        if drop_annotations:
+            metadata["annotations"] = {key: None for key in drop_annotations}
+        try:
+            result: Any = self.api.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, {"metadata": metadata}
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(f"{namespace}/{name} changed since it was read") from exc
+            if exc.status == 404:
+                raise Gone(f"{namespace}/{name} is gone") from exc
+            raise
+        return dict(result)
 
 
 class StatusWriterWithVersion:

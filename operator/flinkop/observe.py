@@ -49,6 +49,16 @@ class JobsOverviews:
             self._entries[key] = (time.monotonic(), jobs)
             return jobs
 
+    def refresh(self, client: FlinkClient) -> dict[str, JobInfo]:
+        """Reads the list now (the cluster's observer, `job_watch`) and shares it with the passes."""
+        key = client.identity
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            jobs = client.jobs_overview()
+            self._entries[key] = (time.monotonic(), jobs)
+            return jobs
+
 
 def at_rest(spec: FlinkJobSpec, status: Status, deleting: bool) -> bool:
     """Nothing is under way and the deployed spec is the wanted one: the job only needs a look."""

@@ -49,6 +49,8 @@ class PassResult:
     # The status this pass decided and left for the next pass, chained at once, to write with its
     # own (only after an upload, which needs no record first: a jar is found again by its name).
     unwritten_status: dict[str, Any] | None = None
+    observation_seen: Observation | None = None  # what the pass planned from
+    client: FlinkClient | None = None  # the client of the FlinkJob's cluster, when it was asked
 
 
 class Clients:
@@ -106,6 +108,14 @@ def remember_write(uid: str, resource_version: str) -> None:
     if resource_version.isdigit():
         with _locks_guard:
             _written[uid] = max(_written.get(uid, 0), int(resource_version))
+
+
+def written_since(uid: str, resource_version: str) -> bool:
+    """Whether this version of the resource is this operator's own last write or older: its watch
+    event brings nothing the operator does not know."""
+    with _locks_guard:
+        last = _written.get(uid)
+    return last is not None and resource_version.isdigit() and int(resource_version) <= last
 
 
 def predates_last_write(uid: str, resource_version: str) -> bool:
@@ -246,4 +256,6 @@ def run_pass(
         observation_after,
         error,
         unwritten_status=patch if unwritten else None,
+        observation_seen=obs,
+        client=client,
     )

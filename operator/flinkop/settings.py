@@ -15,7 +15,10 @@ JAR_HOSTS_PLACEHOLDER = "REPLACE-WITH-YOUR-JAR-HOSTS"
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    observe_interval: float = 15.0  # how often a resource at rest is looked at
+    # How often each Flink cluster's job list is read (once for all its FlinkJobs): a job at rest that
+    # failed or was cancelled outside the operator is noticed within this time.
+    observe_interval: float = 10.0
+    pass_workers: int = 16  # passes running at once (each FlinkJob's passes run one at a time)
     delete_timeout: float = 300.0  # how long deletion tries for a final savepoint
     flink_timeout: float = 10.0  # per Flink REST request
     overview_max_age: float = 5.0  # a cluster's job list is shared by its FlinkJobs for this long
@@ -70,6 +73,7 @@ class OperatorSettings:
         cache = os.environ.get("FLINKOP_JAR_CACHE_DIR")
         return cls(
             observe_interval=num("FLINKOP_OBSERVE_INTERVAL", cls.observe_interval),
+            pass_workers=max(1, int(num("FLINKOP_PASS_WORKERS", cls.pass_workers))),
             delete_timeout=num("FLINKOP_DELETE_TIMEOUT", cls.delete_timeout),
             flink_timeout=num("FLINKOP_FLINK_TIMEOUT", cls.flink_timeout),
             overview_max_age=num("FLINKOP_OVERVIEW_MAX_AGE", cls.overview_max_age),

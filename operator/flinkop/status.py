@@ -32,15 +32,25 @@ RESCALING = "Rescaling"  # new resource requirements set: wait until every verte
 @dataclass(frozen=True)
 class Savepoint:
     path: str
-    time: str
+    time: str  # when it completed (as the operator saw it)
     reason: str
+    triggered_at: str | None = None  # when it was triggered: periodic savepoints are counted from this
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "time": self.time, "reason": self.reason}
+        d = {"path": self.path, "time": self.time, "reason": self.reason}
+        if self.triggered_at:
+            d["triggeredAt"] = self.triggered_at
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Savepoint:
-        return cls(path=str(d["path"]), time=str(d.get("time", "")), reason=str(d.get("reason", "")))
+        triggered = d.get("triggeredAt")
+        return cls(
+            path=str(d["path"]),
+            time=str(d.get("time", "")),
+            reason=str(d.get("reason", "")),
+            triggered_at=str(triggered) if triggered else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -454,7 +454,7 @@ def test_completed_savepoint_is_recorded_with_the_new_job_id_before_any_submissi
     # the jar's cluster id was recorded with the trigger, so nothing more needs reading first.
     assert d.action == SubmitJob(JAR_IDS[V2.deployment.jar_uri], NEW_JOB, V2.deployment, SP_PATH, False)
     s = d.status
-    assert s.last_savepoint == Savepoint(SP_PATH, iso(at(10)), "upgrade")
+    assert s.last_savepoint == Savepoint(SP_PATH, iso(at(10)), "upgrade", triggered_at=iso(NOW))
     assert [sp.path for sp in s.savepoint_history] == [SP_PATH, OLDER_SP_PATH]
     up = s.upgrade
     assert up is not None
@@ -901,7 +901,7 @@ def test_deletion_stops_the_job_with_a_savepoint_and_finishes_once_it_completes(
     )
     assert done.done_deleting
     assert done.action is None
-    assert done.status.last_savepoint == Savepoint(SP_PATH, iso(at(10)), "delete")
+    assert done.status.last_savepoint == Savepoint(SP_PATH, iso(at(10)), "delete", triggered_at=iso(NOW))
     assert done.status.upgrade is None
 
 

@@ -113,7 +113,7 @@ def test_completed_manual_savepoint_is_in_the_history_and_answers_the_nonce() ->
     done = run(spec, started, Observation(job=job(OLD_JOB), savepoint=savepoint("COMPLETED", SP_PATH)))
     assert done.status.upgrade is None and done.status.job_id == OLD_JOB
     assert done.status.savepoint_nonce == 1
-    assert done.status.savepoint_history[0] == Savepoint(SP_PATH, iso(NOW), "manual")
+    assert done.status.savepoint_history[0] == Savepoint(SP_PATH, iso(NOW), "manual", triggered_at=iso(NOW))
     again = run(spec, done.status, Observation(job=job(OLD_JOB)), now=at(5))
     assert again.action is None, "the same nonce asks for nothing more"
 

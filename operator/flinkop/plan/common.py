@@ -111,7 +111,41 @@ class Draft:
             # Level-triggered: while the wanted state is not reached (and no stall says why), a pass
             # always follows; nothing waits for a change or a timer to look again.
             requeue = POLL
+        if requeue is None and not done_deleting and isinstance(spec, FlinkJobSpec):
+            requeue = idle_wake(final, spec, self.inp.now)
         return Decision(final, action, requeue, tuple(self.events), done_deleting, needs_jar)
+
+
+STALL_RECHECK = 15.0  # a stall that lifts without a person (no savepoint directory, a jar server down)
+
+
+def idle_wake(status: Status, spec: FlinkJobSpec, now: datetime) -> float | None:
+    """When a FlinkJob with no step in flight must be looked at again without any change to it or
+    to its job (None: only a change or its job wakes it): a stall that can lift by itself, a
+    disposal's retry, a savepoint reaching savepointMaxAgeSeconds. (Periodic savepoints say their
+    own due time, plan.savepoints.savepoint_work.)"""
+    due: list[float] = []
+    if status.failure is not None and status.failure.reason not in NEEDS_A_PERSON:
+        due.append(STALL_RECHECK)
+    t = naive(now)
+    if status.disposal is not None and status.disposal.retry_at:
+        retry = _parse(status.disposal.retry_at)
+        if retry is not None:
+            due.append(max(0.0, (retry - t).total_seconds()))
+    if spec.savepoint_max_age_seconds is not None:
+        ages = (_parse(s.time) for s in status.savepoint_history)
+        expiries = [(a - t).total_seconds() + spec.savepoint_max_age_seconds + 1 for a in ages if a is not None]
+        future = [e for e in expiries if e > 0]  # one past it already stays for a reason (a restore point)
+        if future:
+            due.append(min(future))
+    return min(due) if due else None
+
+
+def _parse(value: str) -> datetime | None:
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
 
 
 def _reconciling(status: Status) -> bool:

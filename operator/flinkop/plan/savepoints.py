@@ -50,13 +50,33 @@ def savepoint_work(d: Draft, spec: FlinkJobSpec, job_start_ms: int) -> Decision:
         if step is not None:
             return step
     if spec.savepoint_interval_seconds is not None:
-        last = parse_time(s.last_savepoint.time) if s.last_savepoint else None
-        since = max(
-            (t for t in (last, datetime(1970, 1, 1) + timedelta(milliseconds=job_start_ms)) if t is not None),
-        )
-        if (naive(d.inp.now) - since).total_seconds() >= spec.savepoint_interval_seconds:
+        due = periodic_savepoint_due(s.last_savepoint, job_start_ms, spec.savepoint_interval_seconds)
+        wait = (due - naive(d.inp.now)).total_seconds()
+        if wait <= 0:
             return start_savepoint_op(d, spec, st.SAVEPOINT, reason="periodic")
+        # Due at a time: the pass comes back then (not at the next look at the job).
+        return sooner(retention_step(d, spec) or d.finish(), wait)
     return retention_step(d, spec) or d.finish()
+
+
+def periodic_savepoint_due(last: Savepoint | None, job_start_ms: int, interval: int) -> datetime:
+    """When the next periodic savepoint is due: `interval` after the last savepoint was triggered
+    (or completed, for one recorded without its trigger time), or after the job started. Status times
+    are whole seconds, truncated: a job start is rounded up to one, so that a savepoint triggered at
+    the due time is recorded at that very second and the next one comes `interval` seconds later."""
+    started = datetime(1970, 1, 1) + timedelta(milliseconds=job_start_ms)
+    if started.microsecond:
+        started = started.replace(microsecond=0) + timedelta(seconds=1)
+    recorded = parse_time(last.triggered_at or last.time) if last is not None else None
+    since = max(t for t in (recorded, started) if t is not None)
+    return since + timedelta(seconds=interval)
+
+
+def sooner(decision: Decision, seconds: float) -> Decision:
+    """`decision`, coming back within `seconds` at the latest."""
+    if decision.requeue_after is not None and decision.requeue_after <= seconds:
+        return decision
+    return replace(decision, requeue_after=seconds)
 
 
 def start_savepoint_op(
@@ -227,7 +247,7 @@ def savepoint_completed(d: Draft, spec: FlinkJobSpec, up: Upgrade, location: str
     """Records the savepoint first; the next step's ids are in the same status write."""
     now = format_time(d.inp.now)
     reason = {st.DELETE: "delete", st.SUSPEND: "suspend", st.SAVEPOINT: up.reason or "manual"}.get(up.kind, "upgrade")
-    d.status = d.status.with_savepoint(Savepoint(location, now, reason))
+    d.status = d.status.with_savepoint(Savepoint(location, now, reason, triggered_at=up.step_started_at))
     d.event("SavepointCompleted", f"Savepoint of job {up.from_job_id} completed ({reason}): {location}.")
     if up.kind == st.DELETE:
         d.status = replace(d.status, upgrade=None, job_state="FINISHED", message=f"Final savepoint: {location}.")
