@@ -3,6 +3,8 @@ retention with disposal through Flink, restart through a savepoint, disposal on 
 
 from __future__ import annotations
 
+import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,28 @@ def test_periodic_savepoints_with_a_history_limit_dispose_of_older_ones_and_neve
     assert on_disk(status["lastSavepoint"]["path"]), "the restore point is never disposed of"
     completed = [e for e in flinkjobs.events("periodic") if e["reason"] == "SavepointCompleted"]
     assert len(completed) >= 3
+
+
+def test_periodic_savepoints_every_10_seconds_are_triggered_10_to_11_seconds_apart(
+    operator: Any, flink: Any, flink_rest: Any, flinkjobs: FlinkJobs, test_job_jar: Path
+) -> None:
+    # Checkpoints far apart, so Flink's checkpoint statistics show each savepoint as the latest one.
+    args = ["--rate", "200", "--keys", "4", "--checkpoint-interval-ms", "600000"]
+    spec = {**spec_for(flink, test_job_jar, savepointIntervalSeconds=10), "args": args}
+    job_id, _ = create_running(flinkjobs, flink_rest, "every-ten", spec)
+    triggered: dict[int, int] = {}  # savepoint id -> when Flink triggered it (ms since the epoch)
+    deadline = time.monotonic() + 120
+    while len(triggered) < 5 and time.monotonic() < deadline:
+        latest = (flink_rest.checkpoints(job_id).get("latest") or {}).get("savepoint")
+        if latest:
+            triggered[int(latest["id"])] = int(latest["trigger_timestamp"])
+        time.sleep(0.5)
+    times = sorted(triggered.values())
+    assert len(times) >= 5, f"only {len(times)} periodic savepoints within 120 s: {times}"
+    gaps = [(b - a) / 1000 for a, b in itertools.pairwise(times)]
+    assert all(10.0 <= gap <= 11.0 for gap in gaps), f"seconds between savepoint triggers: {gaps}"
+    status = flinkjobs.get("every-ten")["status"]
+    assert status["jobId"] == job_id and {s["reason"] for s in status["savepointHistory"]} == {"periodic"}
 
 
 def test_restart_nonce_restarts_the_job_through_a_savepoint_with_state_continued(
