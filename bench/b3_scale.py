@@ -65,11 +65,12 @@ REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "flinkop.io", "v1alpha1", "flinkjobs"
 NAMESPACE = "default"
 TARGETS = {
-    "rss_mb": 250.0,  # peak RSS of the operator process
-    "idle_cpu_share": 0.10,  # of one core, at rest
+    "rss_mb": 150.0,  # peak RSS of the operator process (1,000 FlinkJobs; 500 MB at 10,000)
+    "idle_cpu_share": 0.03,  # of one core, at rest (1,000 FlinkJobs; 0.10 at 10,000)
     "reaction_p99_s": 2.0,  # spec change to the stop call
     "idle_flink_polls_per_job_per_5s": 1.0,
 }
+TARGETS_10K = {**TARGETS, "rss_mb": 500.0, "idle_cpu_share": 0.10}
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -613,7 +614,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--clusters", type=int, default=10, help="simulated session clusters (jobs round-robin)")
     parser.add_argument("--parallelism", type=int, default=2)
-    parser.add_argument("--observe-interval", type=float, default=15.0, help="FLINKOP_OBSERVE_INTERVAL (default 15)")
+    parser.add_argument(
+        "--observe-interval", type=float, default=None, help="FLINKOP_OBSERVE_INTERVAL (default: the operator's)"
+    )
     parser.add_argument(
         "--max-concurrent-upgrades", type=int, default=None, help="FLINKOP_MAX_CONCURRENT_UPGRADES (default: unset)"
     )
@@ -641,6 +644,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, etcd) afterwards")
     args = parser.parse_args()
     big = args.jobs >= 5000
+    if big:
+        TARGETS.update(TARGETS_10K)
     if args.budget is None:
         args.budget = 3600.0 if big else 900.0
     if args.out is None:
@@ -649,6 +654,11 @@ def main() -> int:
         args.settle_max_seconds = 900.0 if big else 120.0
     if args.create_first is None:
         args.create_first = big
+    if args.observe_interval is None:
+        sys.path.insert(0, str(REPO / "operator"))
+        from flinkop.settings import OperatorSettings
+
+        args.observe_interval = OperatorSettings().observe_interval
     if args.settle_seconds is None:
         args.settle_seconds = args.observe_interval + 10.0
 
@@ -785,6 +795,16 @@ def execute(run: Run, work: Path) -> bool:
             log(f"operator started, pid {proc.pid}")
             return proc
 
+        # What the operator holds with no FlinkJob at all (watching a namespace with none): the
+        # baseline the bytes per FlinkJob are counted from.
+        empty = start_operator(
+            work / "operator-baseline", kube_bed.admin_kubeconfig, name="baseline",
+            extra_env=operator_env, args=("--namespace", "flinkop-b3-empty"),
+        )  # fmt: skip
+        time.sleep(10)
+        res["operator_baseline_memory_mb"] = _memory_mb(empty.pid)
+        empty.stop()
+
         res["setup_seconds"] = round(time.time() - t0, 1)
         log(f"bed up in {res['setup_seconds']} s; sim at {sim_url}")
         if not args.create_first:
@@ -882,6 +902,9 @@ def execute(run: Run, work: Path) -> bool:
             "usage": u1.since(u0),
             "operator_cpu_share": u1.since(u0)["cpu_share_of_one_core"].get("operator"),
             "operator_memory_mb": _memory_mb(operator.pid),
+            "operator_kb_per_flinkjob": round(
+                (_memory_mb(operator.pid)["rss"] - res["operator_baseline_memory_mb"]["rss"]) * 1024 / args.jobs, 1
+            ),
             "apiserver": m1.since(m0, wall, background_rate),
             "flink": flink,
             "flink_requests_per_second": round(flink["requests"] / wall, 2),

@@ -227,6 +227,12 @@ def b3_table(data: dict[str, Any]) -> list[str]:
         ("FlinkJobs / simulated clusters", f"{st.get('jobs')} / {st.get('clusters')}", ""),
         ("deploy: create all, until all Ready", f"{f(deploy.get('seconds_to_all_ready'), 1)} s", ""),
         ("peak RSS of the operator", f"{f(data.get('operator_peak_rss_mb'), 1)} MB", met("rss_mb")),
+        (
+            "operator RSS at rest per FlinkJob, above an operator with none "
+            f"({f((data.get('operator_baseline_memory_mb') or {}).get('rss'), 1)} MB)",
+            f"{f(idle.get('operator_kb_per_flinkjob'), 1)} KB",
+            "",
+        ),
         ("idle CPU of the operator (share of one core)", f(idle.get("operator_cpu_share"), 3), met("idle_cpu_share")),
         ("idle requests to Flink", f"{f(idle.get('flink_requests_per_second'))}/s", ""),
         (
