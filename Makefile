@@ -58,7 +58,7 @@ test: bed-images lint
 
 # Benchmarks (not part of `make test`): results and method in bench/RESULTS.md.
 bench: bed-binaries
-	$(PY) bench/b1_upgrade_overhead.py --pairs 5 --out bench/results/b1.json
+	$(PY) bench/b1_upgrade_overhead.py --pairs 7 --out bench/results/b1.json
 	$(PY) bench/b2_rescale_downtime.py --pairs 5 --out bench/results/b2.json
 	$(PY) bench/b3_scale.py --jobs 1000 --clusters 10 --out bench/results/b3.json
 	$(PY) bench/report.py

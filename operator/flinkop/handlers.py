@@ -43,6 +43,17 @@ class _FollowPeering(logging.Filter):
         return True
 
 
+class _QuietEvents(logging.Filter):
+    """kopf says "Handler 'on_event' succeeded." at INFO for every watch event: with many FlinkJobs
+    that is most of the log. It is DEBUG here (dropped unless --verbose)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.getMessage() == "Handler 'on_event' succeeded.":
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     global _engine
@@ -52,6 +63,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     _engine = Engine(SETTINGS, StatusStore(), SecretReader(), _post_event)  # StatusStore loads the kube config
     cluster_access.CURRENT.on_change(_engine.wake_all)
     logging.getLogger("kopf._core.engines.peering").addFilter(_FollowPeering())
+    logging.getLogger("kopf.objects").addFilter(_QuietEvents())
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -8,10 +8,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from flinkop.observation import Observation
-from flinkop.plan.common import STALL_RECHECK, idle_wake
-from flinkop.plan.savepoints import periodic_savepoint_due
+from flinkop.plan.common import STALL_RECHECK, idle_wake, periodic_savepoint_due
 from flinkop.status import Disposal, Failure, Savepoint, Status
-from planner_kit import NOW, OLD_JOB, V1, at, iso, job, make_spec, run, steady
+from planner_kit import NOW, OLD_JOB, V1, at, iso, job, make_spec, run, savepoint, steady
 
 EPOCH = datetime(1970, 1, 1)
 
@@ -73,3 +72,20 @@ def test_a_savepoint_reaching_its_maximum_age_wakes_the_flinkjob_then_and_one_pa
     history = (Savepoint("/sp/2", iso(at(-40)), "periodic"), Savepoint("/sp/1", iso(at(-500)), "periodic"))
     wake = idle_wake(status_with(savepoint_history=history), spec, NOW)
     assert wake is not None and 60.0 <= wake <= 62.0
+
+
+def test_a_disposal_that_completes_leaves_the_flinkjob_due_back_for_its_next_periodic_savepoint() -> None:
+    # Found on the bed: once the pass that saw a disposal complete went idle, no periodic savepoint
+    # ever came again (nothing but a change or its job woke the FlinkJob).
+    spec = make_spec(savepointIntervalSeconds=10, savepointHistoryLimit=1)
+    last = Savepoint("/sp/2", iso(at(-2)), "periodic", triggered_at=iso(at(-3)))
+    older = Savepoint("/sp/1", iso(at(-13)), "periodic", triggered_at=iso(at(-14)))
+    status = replace(
+        steady(spec),
+        last_savepoint=last,
+        savepoint_history=(last, older),
+        disposal=Disposal("/sp/1", iso(NOW), "t" * 32),
+    )
+    d = run(spec, status, Observation(job=job(OLD_JOB), disposal=savepoint("COMPLETED")))
+    assert d.status.disposal is None and d.action is None
+    assert d.requeue_after is not None and abs(d.requeue_after - 7.0) < 0.01

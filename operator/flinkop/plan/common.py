@@ -17,7 +17,7 @@ from flinkop.actions import (
 from flinkop.conditions import derive_conditions
 from flinkop.observation import JarCheck, Observation
 from flinkop.spec import Deployment, FlinkJobSpec, SpecError
-from flinkop.status import Failure, Status, Upgrade
+from flinkop.status import Failure, Savepoint, Status, Upgrade
 
 NEEDS_A_PERSON = frozenset({"RestoreFailed", "DeployFailed", "JobTerminated", "UnstableStart"})
 POLL_FAST = 0.5  # while a step is about to complete (old job finishing, new job starting)
@@ -111,23 +111,45 @@ class Draft:
             # Level-triggered: while the wanted state is not reached (and no stall says why), a pass
             # always follows; nothing waits for a change or a timer to look again.
             requeue = POLL
-        if requeue is None and not done_deleting and isinstance(spec, FlinkJobSpec):
-            requeue = idle_wake(final, spec, self.inp.now)
+        if requeue is None and not done_deleting and isinstance(spec, FlinkJobSpec) and not self.inp.deleting:
+            job = self.inp.observation.job
+            started = job.info.start_time_ms if job is not None and job.info is not None else 0
+            requeue = idle_wake(final, spec, self.inp.now, started)
         return Decision(final, action, requeue, tuple(self.events), done_deleting, needs_jar)
+
+
+def periodic_savepoint_due(last: Savepoint | None, job_start_ms: int, interval: int) -> datetime:
+    """When the next periodic savepoint is due: `interval` after the last savepoint was triggered
+    (or completed, for one recorded without its trigger time), or after the job started. Status times
+    are whole seconds, truncated: a job start is rounded up to one, so that a savepoint triggered at
+    the due time is recorded at that very second and the next one comes `interval` seconds later."""
+    started = datetime(1970, 1, 1) + timedelta(milliseconds=job_start_ms)
+    if started.microsecond:
+        started = started.replace(microsecond=0) + timedelta(seconds=1)
+    recorded = _parse(last.triggered_at or last.time) if last is not None else None
+    since = max(t for t in (recorded, started) if t is not None)
+    return since + timedelta(seconds=interval)
 
 
 STALL_RECHECK = 15.0  # a stall that lifts without a person (no savepoint directory, a jar server down)
 
 
-def idle_wake(status: Status, spec: FlinkJobSpec, now: datetime) -> float | None:
+def idle_wake(status: Status, spec: FlinkJobSpec, now: datetime, job_start_ms: int = 0) -> float | None:
     """When a FlinkJob with no step in flight must be looked at again without any change to it or
-    to its job (None: only a change or its job wakes it): a stall that can lift by itself, a
-    disposal's retry, a savepoint reaching savepointMaxAgeSeconds. (Periodic savepoints say their
-    own due time, plan.savepoints.savepoint_work.)"""
+    to its job (None: only a change or its job wakes it): its next periodic savepoint, a stall that
+    can lift by itself, a disposal's retry, a savepoint reaching savepointMaxAgeSeconds."""
     due: list[float] = []
+    t = naive(now)
+    if (
+        spec.savepoint_interval_seconds is not None
+        and spec.state == "running"
+        and status.phase == "Running"
+        and status.job_id is not None
+    ):
+        at = periodic_savepoint_due(status.last_savepoint, job_start_ms, spec.savepoint_interval_seconds)
+        due.append(max(0.0, (at - t).total_seconds()))
     if status.failure is not None and status.failure.reason not in NEEDS_A_PERSON:
         due.append(STALL_RECHECK)
-    t = naive(now)
     if status.disposal is not None and status.disposal.retry_at:
         retry = _parse(status.disposal.retry_at)
         if retry is not None:

@@ -5,7 +5,6 @@ its kind) and its completion, and retention (disposing of savepoints that left t
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
 
 from flinkop import retention
 from flinkop import status as st
@@ -26,6 +25,7 @@ from flinkop.plan.common import (
     mode_for,
     naive,
     no_directory_message,
+    periodic_savepoint_due,
     phase_for,
     poll_after,
     retry_time,
@@ -57,19 +57,6 @@ def savepoint_work(d: Draft, spec: FlinkJobSpec, job_start_ms: int) -> Decision:
         # Due at a time: the pass comes back then (not at the next look at the job).
         return sooner(retention_step(d, spec) or d.finish(), wait)
     return retention_step(d, spec) or d.finish()
-
-
-def periodic_savepoint_due(last: Savepoint | None, job_start_ms: int, interval: int) -> datetime:
-    """When the next periodic savepoint is due: `interval` after the last savepoint was triggered
-    (or completed, for one recorded without its trigger time), or after the job started. Status times
-    are whole seconds, truncated: a job start is rounded up to one, so that a savepoint triggered at
-    the due time is recorded at that very second and the next one comes `interval` seconds later."""
-    started = datetime(1970, 1, 1) + timedelta(milliseconds=job_start_ms)
-    if started.microsecond:
-        started = started.replace(microsecond=0) + timedelta(seconds=1)
-    recorded = parse_time(last.triggered_at or last.time) if last is not None else None
-    since = max(t for t in (recorded, started) if t is not None)
-    return since + timedelta(seconds=interval)
 
 
 def sooner(decision: Decision, seconds: float) -> Decision:
