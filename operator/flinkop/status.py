@@ -76,6 +76,9 @@ class Upgrade:
     # UPGRADE: the cluster jar id of the target, known when the savepoint was triggered; the pass
     # that sees the savepoint complete submits with it instead of listing the cluster's jars again.
     target_jar_id: str | None = None
+    # When the savepoint in flight was triggered, to the millisecond (SAVEPOINT and SUSPEND kinds, and
+    # any retry): the savepoint's `triggeredAt`, from which periodic savepoints are counted.
+    triggered_at: str | None = None
     # The start failed the stability gate (why): its job is cancelled first, then the restore failure
     # policy applies. ROLLBACK: `reason` is the Stalled reason of the failure it answers.
     unstable: str | None = None
@@ -105,6 +108,7 @@ class Upgrade:
             "restoreFailure": self.restore_failure,
             "reason": self.reason,
             "nonce": self.nonce,
+            "triggeredAt": self.triggered_at,
         }
         # Always present, null when unset: a status patch is a merge patch, and a key left out
         # would keep the value of the upgrade recorded before this one.
@@ -135,6 +139,7 @@ class Upgrade:
             nonce=d.get("nonce"),
             target_jar_id=d.get("targetJarId"),
             unstable=d.get("unstable"),
+            triggered_at=d.get("triggeredAt"),
         )
 
 
@@ -228,7 +233,8 @@ class Status:
             "deployedSpec": self.deployed.to_dict() if self.deployed else None,
             "deployedSpecFingerprint": self.deployed.fingerprint if self.deployed else None,
             "lastStableSpec": self.last_stable.to_dict() if self.last_stable else None,
-            "lastSavepoint": self.last_savepoint.to_dict() if self.last_savepoint else None,
+            # triggeredAt always present (null when unknown): a merge patch would keep an older one.
+            "lastSavepoint": {"triggeredAt": None, **self.last_savepoint.to_dict()} if self.last_savepoint else None,
             "savepointHistory": [s.to_dict() for s in self.savepoint_history],
             "upgrade": self.upgrade.to_dict() if self.upgrade else None,
             "failure": self.failure.to_dict() if self.failure else None,

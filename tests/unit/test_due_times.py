@@ -8,8 +8,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from flinkop.observation import Observation
-from flinkop.plan.common import STALL_RECHECK, idle_wake, periodic_savepoint_due
+from flinkop.plan.common import PERIODIC_MARGIN, STALL_RECHECK, idle_wake, periodic_savepoint_due
 from flinkop.status import Disposal, Failure, Savepoint, Status
+from flinkop.times import format_time_ms
 from planner_kit import NOW, OLD_JOB, V1, at, iso, job, make_spec, run, savepoint, steady
 
 EPOCH = datetime(1970, 1, 1)
@@ -19,20 +20,23 @@ def ms(t: datetime) -> int:
     return int((t - EPOCH).total_seconds() * 1000)
 
 
-def test_periodic_savepoint_is_due_one_interval_after_the_last_one_was_triggered() -> None:
-    last = Savepoint("/sp/1", iso(at(3)), "periodic", triggered_at=iso(at(2)))
-    assert periodic_savepoint_due(last, ms(NOW - timedelta(hours=1)), 10) == at(12)
+MARGIN = timedelta(seconds=PERIODIC_MARGIN)
+
+
+def test_periodic_savepoint_is_due_one_interval_after_the_last_one_was_triggered_to_the_millisecond() -> None:
+    last = Savepoint("/sp/1", iso(at(3)), "periodic", triggered_at=format_time_ms(at(2.125)))
+    assert periodic_savepoint_due(last, ms(NOW - timedelta(hours=1)), 10) == at(12.125) + MARGIN
 
 
 def test_a_savepoint_recorded_without_its_trigger_time_counts_from_its_completion() -> None:
     last = Savepoint("/sp/1", iso(at(3)), "upgrade")
-    assert periodic_savepoint_due(last, ms(NOW - timedelta(hours=1)), 10) == at(13)
+    assert periodic_savepoint_due(last, ms(NOW - timedelta(hours=1)), 10) == at(13) + MARGIN
 
 
-def test_a_job_started_later_than_the_last_savepoint_counts_from_its_start_rounded_up_to_a_second() -> None:
+def test_a_job_started_later_than_the_last_savepoint_counts_from_its_start() -> None:
     last = Savepoint("/sp/1", iso(at(0)), "upgrade", triggered_at=iso(at(0)))
     started = at(5) + timedelta(milliseconds=250)
-    assert periodic_savepoint_due(last, ms(started), 10) == at(16)
+    assert periodic_savepoint_due(last, ms(started), 10) == at(15.25) + MARGIN
 
 
 def test_an_idle_running_job_with_periodic_savepoints_comes_back_when_the_next_is_due() -> None:
@@ -41,7 +45,7 @@ def test_an_idle_running_job_with_periodic_savepoints_comes_back_when_the_next_i
     s = s.with_savepoint(Savepoint("/sp/1", iso(at(-1)), "periodic", triggered_at=iso(at(-2))))
     d = run(spec, s, Observation(job=job(OLD_JOB)))
     assert d.action is None
-    assert d.requeue_after is not None and abs(d.requeue_after - 8.0) < 0.01
+    assert d.requeue_after is not None and abs(d.requeue_after - 8.0 - PERIODIC_MARGIN) < 0.01
 
 
 def test_an_idle_running_job_without_time_based_work_is_left_to_its_cluster_observer() -> None:
@@ -88,4 +92,4 @@ def test_a_disposal_that_completes_leaves_the_flinkjob_due_back_for_its_next_per
     )
     d = run(spec, status, Observation(job=job(OLD_JOB), disposal=savepoint("COMPLETED")))
     assert d.status.disposal is None and d.action is None
-    assert d.requeue_after is not None and abs(d.requeue_after - 7.0) < 0.01
+    assert d.requeue_after is not None and abs(d.requeue_after - 7.0 - PERIODIC_MARGIN) < 0.01

@@ -9,6 +9,7 @@ import pytest
 from flinkop.actions import SubmitJob, TriggerSavepoint
 from flinkop.observation import Observation
 from flinkop.status import Savepoint
+from flinkop.times import format_time_ms
 from planner_kit import (
     JAR_IDS,
     JAR_V1,
@@ -162,7 +163,7 @@ def test_an_upgrade_that_ends_after_the_spec_changed_again_is_followed_by_a_pass
 
 def test_suspend_savepoint_is_kept_as_the_restore_point_record() -> None:
     last, _ = _suspended_just_now()
-    assert last == Savepoint(SP_PATH, iso(at(2)), "suspend", triggered_at=iso(at(0)))
+    assert last == Savepoint(SP_PATH, iso(at(2)), "suspend", triggered_at=format_time_ms(at(0)))
 
 
 def test_a_restore_failure_names_the_lost_operator_through_the_rollback_to_the_stalled_condition() -> None:

@@ -11,6 +11,7 @@ from flinkop.observation import Observation
 from flinkop.plan import record_action_failure, record_action_result
 from flinkop.retention import already_gone, disposable
 from flinkop.status import Disposal, Savepoint
+from flinkop.times import format_time_ms
 from planner_kit import (
     FRESH,
     INITIAL_SP_PATH,
@@ -113,7 +114,7 @@ def test_completed_manual_savepoint_is_in_the_history_and_answers_the_nonce() ->
     done = run(spec, started, Observation(job=job(OLD_JOB), savepoint=savepoint("COMPLETED", SP_PATH)))
     assert done.status.upgrade is None and done.status.job_id == OLD_JOB
     assert done.status.savepoint_nonce == 1
-    assert done.status.savepoint_history[0] == Savepoint(SP_PATH, iso(NOW), "manual", triggered_at=iso(NOW))
+    assert done.status.savepoint_history[0] == Savepoint(SP_PATH, iso(NOW), "manual", triggered_at=format_time_ms(NOW))
     again = run(spec, done.status, Observation(job=job(OLD_JOB)), now=at(5))
     assert again.action is None, "the same nonce asks for nothing more"
 

@@ -18,6 +18,7 @@ from flinkop.conditions import derive_conditions
 from flinkop.observation import JarCheck, Observation
 from flinkop.spec import Deployment, FlinkJobSpec, SpecError
 from flinkop.status import Failure, Savepoint, Status, Upgrade
+from flinkop.times import parse_time
 
 NEEDS_A_PERSON = frozenset({"RestoreFailed", "DeployFailed", "JobTerminated", "UnstableStart"})
 POLL_FAST = 0.5  # while a step is about to complete (old job finishing, new job starting)
@@ -118,17 +119,20 @@ class Draft:
         return Decision(final, action, requeue, tuple(self.events), done_deleting, needs_jar)
 
 
+# A periodic savepoint is triggered this long after its due time: the trigger time recorded is the
+# pass's, a few milliseconds before Flink's, so without it two savepoints could be a hair under the
+# interval apart as Flink counts.
+PERIODIC_MARGIN = 0.1
+
+
 def periodic_savepoint_due(last: Savepoint | None, job_start_ms: int, interval: int) -> datetime:
-    """When the next periodic savepoint is due: `interval` after the last savepoint was triggered
-    (or completed, for one recorded without its trigger time), or after the job started. Status times
-    are whole seconds, truncated: a job start is rounded up to one, so that a savepoint triggered at
-    the due time is recorded at that very second and the next one comes `interval` seconds later."""
+    """When the next periodic savepoint is due: `interval` seconds (and PERIODIC_MARGIN) after the
+    last savepoint was triggered (`triggeredAt`, to the millisecond; the completion time for one
+    recorded without it), or after the job started, whichever is later."""
     started = datetime(1970, 1, 1) + timedelta(milliseconds=job_start_ms)
-    if started.microsecond:
-        started = started.replace(microsecond=0) + timedelta(seconds=1)
     recorded = _parse(last.triggered_at or last.time) if last is not None else None
     since = max(t for t in (recorded, started) if t is not None)
-    return since + timedelta(seconds=interval)
+    return since + timedelta(seconds=interval + PERIODIC_MARGIN)
 
 
 STALL_RECHECK = 15.0  # a stall that lifts without a person (no savepoint directory, a jar server down)
@@ -165,7 +169,7 @@ def idle_wake(status: Status, spec: FlinkJobSpec, now: datetime, job_start_ms: i
 
 def _parse(value: str) -> datetime | None:
     try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+        return parse_time(value)
     except ValueError:
         return None
 

@@ -35,7 +35,7 @@ from flinkop.plan.common import (
 )
 from flinkop.spec import FlinkJobSpec
 from flinkop.status import Disposal, Savepoint, Upgrade
-from flinkop.times import format_time, parse_time
+from flinkop.times import format_time, format_time_ms, parse_time
 
 
 def savepoint_work(d: Draft, spec: FlinkJobSpec, job_start_ms: int) -> Decision:
@@ -87,6 +87,7 @@ def start_savepoint_op(
         savepoint_directory=directory,
         reason=reason,
         nonce=nonce,
+        triggered_at=format_time_ms(naive(d.inp.now)),
     )
     action = TriggerSavepoint(s.job_id, d.inp.fresh_id, directory, mode_for(kind, spec), drain=drain_for(kind, spec))
     verb = "Suspending" if kind == st.SUSPEND else f"Taking a {reason} savepoint"
@@ -192,6 +193,7 @@ def savepointing(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
             savepoint_directory=directory,
             retry_at=None,
             step_started_at=format_time(now) if trigger_id != up.trigger_id else up.step_started_at,
+            triggered_at=format_time_ms(naive(now)) if trigger_id != up.trigger_id else up.triggered_at,
         )
         action = TriggerSavepoint(
             up.from_job_id, trigger_id, directory, mode_for(up.kind, spec), drain=drain_for(up.kind, spec)
@@ -234,7 +236,8 @@ def savepoint_completed(d: Draft, spec: FlinkJobSpec, up: Upgrade, location: str
     """Records the savepoint first; the next step's ids are in the same status write."""
     now = format_time(d.inp.now)
     reason = {st.DELETE: "delete", st.SUSPEND: "suspend", st.SAVEPOINT: up.reason or "manual"}.get(up.kind, "upgrade")
-    d.status = d.status.with_savepoint(Savepoint(location, now, reason, triggered_at=up.step_started_at))
+    triggered = up.triggered_at or up.step_started_at
+    d.status = d.status.with_savepoint(Savepoint(location, now, reason, triggered_at=triggered))
     d.event("SavepointCompleted", f"Savepoint of job {up.from_job_id} completed ({reason}): {location}.")
     if up.kind == st.DELETE:
         d.status = replace(d.status, upgrade=None, job_state="FINISHED", message=f"Final savepoint: {location}.")
