@@ -265,6 +265,8 @@ def _container(cluster: AppCluster, role: str, args: list[str]) -> dict[str, Any
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         ],
         "resources": {"requests": dict(amounts), "limits": dict(amounts)},
+        # A crash's last log lines become the container's termination message (what readiness reports).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONF_DIR, "readOnly": True}],
     }
     if role == "jobmanager":
