@@ -229,7 +229,7 @@ class AppClusterKube:
         namespace, name = meta["namespace"], meta["name"]
         owner_uid = meta["ownerReferences"][0]["uid"]
         try:
-            self._method(kind, "create")(namespace, obj, _request_timeout=self._timeout(ends))
+            self._method(kind, "create")(namespace, obj, _request_timeout=self._timeout(ends), _preload_content=False)
             return f"created {kind} {name}"
         except kubernetes.client.ApiException as exc:
             if exc.status != 409:
@@ -245,7 +245,14 @@ class AppClusterKube:
         for _attempt in range(3):  # replace at the version read; another writer in between: read again
             current = self._read(kind, namespace, name, ends)
             if current is None:  # deleted since: create it again
-                self._call(f"create {kind} {namespace}/{name}", ends, self._method(kind, "create"), namespace, obj)
+                self._call(
+                    f"create {kind} {namespace}/{name}",
+                    ends,
+                    self._method(kind, "create"),
+                    namespace,
+                    obj,
+                    _preload_content=False,  # the answer is not needed (and some clients mis-read it)
+                )
                 return f"created {kind} {name}"
             owners = [o.get("uid") for o in current["metadata"].get("ownerReferences") or [] if o.get("controller")]
             if owners != [owner_uid]:
@@ -260,7 +267,9 @@ class AppClusterKube:
                 )
             body = {**obj, "metadata": {**meta, "resourceVersion": current["metadata"]["resourceVersion"]}}
             try:
-                self._method(kind, "replace")(name, namespace, body, _request_timeout=self._timeout(ends))
+                self._method(kind, "replace")(
+                    name, namespace, body, _request_timeout=self._timeout(ends), _preload_content=False
+                )
                 return f"replaced {kind} {name}"
             except kubernetes.client.ApiException as exc:
                 if exc.status == 409:
@@ -315,7 +324,9 @@ class AppClusterKube:
                 preconditions=kubernetes.client.V1Preconditions(uid=current["metadata"]["uid"]),
             )
             try:
-                self._method(kind, "delete")(name, namespace, body=options, _request_timeout=self._timeout(ends))
+                self._method(kind, "delete")(
+                    name, namespace, body=options, _request_timeout=self._timeout(ends), _preload_content=False
+                )
             except kubernetes.client.ApiException as exc:
                 if exc.status in (404, 409):  # gone, or replaced by a newer object since it was read
                     continue

@@ -174,7 +174,7 @@ def test_application_cluster_runs_the_job_under_the_given_id_and_an_upgrade_from
         raise
     assert readiness.jobmanager.ready == 1 and readiness.taskmanager.ready == readiness.taskmanager.wanted == 1
     assert readiness.problems == ()
-    assert [j["id"] for j in rest.jobs_overview()] == [first.job_id]
+    assert [j["jid"] for j in rest.jobs_overview()] == [first.job_id]
     assert rest.job_parallelism(first.job_id) == 2
     # The TaskManager found the JobManager by the Service's DNS name and registered from its pod IP.
     overview = rest.get("/overview")
@@ -212,10 +212,11 @@ def test_application_cluster_runs_the_job_under_the_given_id_and_an_upgrade_from
     except AssertionError:
         print(pod_logs(kube, app_ns))
         raise
-    assert [j["id"] for j in rest2.jobs_overview()] == [second.job_id]
+    assert [j["jid"] for j in rest2.jobs_overview()] == [second.job_id]
     assert rest2.restored_from(second.job_id) == savepoint
-    assert rest2.restored_keys(second.job_id) > 0
+    # State continuity: the counter goes on from the savepoint's counts, and the keys came with a count.
     assert rest2.wait_state_counter_at_least(second.job_id, count_at_savepoint + 1, timeout=120) > count_at_savepoint
+    assert rest2.restored_keys(second.job_id) > 0
     # Only the new generation's pods remain.
     pods = json.loads(kube.kubectl("get", "pods", "-n", app_ns, "-l", f"{FLINKJOB_LABEL}=counter", "-o", "json").stdout)
     live = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
@@ -232,12 +233,16 @@ def test_readiness_names_a_missing_image_an_unschedulable_pod_and_a_crash_loop(
     kube: KubeCluster, node: Node, app_ns: str, data_dir: Path, job_images: tuple[str, str]
 ) -> None:
     clusters = AppClusterKube(kube.api_client())
-    missing = create_flinkjob(kube, app_ns, "missing-image", app_spec("localhost/no-such-image:1", data_dir))
+    small = {"resources": {"cpu": "100m", "memory": "200Mi"}}  # pods that never run Flink: leave the node's CPUs free
+    missing_spec = app_spec("localhost/no-such-image:1", data_dir)
+    missing_spec["cluster"].update(jobManager=small, taskManager=small)
+    missing = create_flinkjob(kube, app_ns, "missing-image", missing_spec)
     huge_spec = app_spec(job_images[0], data_dir)
     huge_spec["cluster"]["jobManager"] = {"resources": {"cpu": "1", "memory": "500Gi"}}
     huge_spec["cluster"]["taskManager"] = {"resources": {"cpu": "1", "memory": "500Gi"}}
     huge = create_flinkjob(kube, app_ns, "too-big", huge_spec)
     crash_spec = app_spec(job_images[0], data_dir)
+    crash_spec["cluster"].update(jobManager=small, taskManager=small)
     crash_spec["cluster"]["podTemplate"]["spec"]["containers"][0]["command"] = [
         "bash", "-c", "echo 'cannot start: the configuration is broken' >&2; exit 3",
     ]  # fmt: skip
@@ -275,3 +280,17 @@ def test_readiness_names_a_missing_image_an_unschedulable_pod_and_a_crash_loop(
     assert len(deleted) == 4
     _wait(lambda: not owned_objects(kube, app_ns, "missing-image"), 60, "the missing-image cluster to be gone")
     assert owned_objects(kube, app_ns, "too-big") and owned_objects(kube, app_ns, "crashing")
+
+
+def test_kubectl_explain_describes_the_cluster_section(kube: KubeCluster, crd: Path) -> None:
+    # The CRD's schema is published (no anyOf that Kubernetes 1.20's OpenAPI builder rejects).
+    def explained() -> str | None:
+        result = kube.kubectl("explain", "flinkjob.spec.cluster", check=False)
+        return result.stdout if result.returncode == 0 else None
+
+    text = _wait(explained, 30, "kubectl explain flinkjob.spec.cluster")
+    assert "Application mode" in text
+    for field in ("image", "flinkConfiguration", "jobManager", "taskManager", "serviceAccount", "podTemplate"):
+        assert field in text
+    resources = kube.kubectl("explain", "flinkjob.spec.cluster.taskManager.resources").stdout
+    assert "cpu" in resources and "memory" in resources
