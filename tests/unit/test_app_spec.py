@@ -17,6 +17,8 @@ from flinkop.spec import (
     parse_quantity,
     parse_spec,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 APP: dict[str, Any] = {
     "cluster": {
@@ -322,3 +324,33 @@ def test_the_savepoint_directory_comes_from_the_spec_then_the_configuration(
     parsed = parse_spec(spec)
     assert parsed.cluster is not None
     assert parsed.cluster.savepoint_directory(parsed.savepoint_directory) == expected
+
+
+CLUSTER_FIELDS = (
+    "image",
+    "imagePullPolicy",
+    "flinkConfiguration",
+    "jobManager",
+    "taskManager",
+    "serviceAccount",
+    "podTemplate",
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(CLUSTER_FIELDS) | st.text(max_size=8), JSON, max_size=8))
+def test_random_cluster_sections_are_parsed_or_refused_naming_spec_cluster(section: dict[str, Any]) -> None:
+    try:
+        parsed = parse_spec({**APP, "cluster": {"image": "flink:2.3", **section}})
+    except SpecError as exc:
+        assert "spec.cluster" in str(exc) or "spec.parallelism" in str(exc), str(exc)
+        assert len(str(exc)) < 1000
+    else:
+        assert parsed.cluster is not None
+        # What parsed is usable: it round-trips and builds a fingerprint.
+        assert Deployment.from_dict(parsed.deployment.to_dict()) == parsed.deployment
