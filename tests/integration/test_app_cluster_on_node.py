@@ -6,7 +6,8 @@ would build theirs); savepoints and checkpoints go to a host directory every pod
 FlinkJob's pod template: one node). The TaskManagers reach the JobManager by its headless Service's name
 through the bed's cluster DNS; this test process, outside the cluster, reaches REST at the JobManager's
 pod IP (RestAddress.POD_IP, what an operator without cluster DNS is told by FLINKOP_APP_REST_ADDRESS).
-No operator runs here: the test does what the operator's passes will do, step by step.
+No operator runs here: the test does what the operator's passes will do, step by step, as the bed's
+non-admin operator user bound to deploy/rbac.yaml's ClusterRole (what it needs of these objects).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from flinkop.app_cluster import FLINKJOB_LABEL, GENERATION_LABEL, JOB_ID_LABEL, ClusterStart, build_cluster
-from flinkop.app_cluster_kube import AppClusterKube, ClusterReadiness, RestAddress
+from flinkop.app_cluster_kube import AppClusterError, AppClusterKube, ClusterReadiness, RestAddress
 from flinkop.spec import parse_spec
 from testbed.flink_rest import FlinkRest
 from testbed.images import JOB_DIR, build_flink_job_image
@@ -29,6 +31,7 @@ from testbed.node import Node
 
 pytestmark = pytest.mark.integration
 
+REPO = Path(__file__).resolve().parents[2]
 RATE_ARGS = ["--rate", "200", "--keys", "4", "--checkpoint-interval-ms", "1000"]
 DATA_MOUNT = "/flink-data"
 
@@ -39,6 +42,28 @@ def job_images(node: Node, test_job_jar: Path) -> tuple[str, str]:
     refs = ("localhost/flinkop-testjob:v1", "localhost/flinkop-testjob:v2")
     node.import_images([build_flink_job_image(test_job_jar, ref) for ref in refs])
     return refs
+
+
+@pytest.fixture(scope="module")
+def clusters(kube: KubeCluster, crd: Path) -> Iterator[AppClusterKube]:
+    """AppClusterKube as the bed's non-admin operator user, bound to deploy/rbac.yaml's ClusterRole only:
+    what it does here is what deploy/'s RBAC allows."""
+    role = next(
+        d for d in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()) if d["kind"] == "ClusterRole"
+    )
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(role))
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "flinkop-test-app-cluster"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "flinkop-operator"}],
+    }
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(binding))
+    try:
+        yield AppClusterKube(kube.api_client(kube.operator_kubeconfig))
+    finally:
+        kube.kubectl("delete", "clusterrolebinding", "flinkop-test-app-cluster", check=False)
 
 
 @pytest.fixture
@@ -155,9 +180,13 @@ def owned_objects(kube: KubeCluster, namespace: str, flinkjob_label: str) -> lis
 
 
 def test_application_cluster_runs_the_job_under_the_given_id_and_an_upgrade_from_its_savepoint_keeps_the_state(
-    kube: KubeCluster, node: Node, app_ns: str, data_dir: Path, job_images: tuple[str, str]
+    kube: KubeCluster,
+    node: Node,
+    clusters: AppClusterKube,
+    app_ns: str,
+    data_dir: Path,
+    job_images: tuple[str, str],
 ) -> None:
-    clusters = AppClusterKube(kube.api_client())
     flinkjob = create_flinkjob(kube, app_ns, "counter", app_spec(job_images[0], data_dir))
 
     # (a) The cluster comes up and runs the job under the id the operator chose.
@@ -230,9 +259,13 @@ def test_application_cluster_runs_the_job_under_the_given_id_and_an_upgrade_from
 
 
 def test_readiness_names_a_missing_image_an_unschedulable_pod_and_a_crash_loop(
-    kube: KubeCluster, node: Node, app_ns: str, data_dir: Path, job_images: tuple[str, str]
+    kube: KubeCluster,
+    node: Node,
+    clusters: AppClusterKube,
+    app_ns: str,
+    data_dir: Path,
+    job_images: tuple[str, str],
 ) -> None:
-    clusters = AppClusterKube(kube.api_client())
     small = {"resources": {"cpu": "100m", "memory": "200Mi"}}  # pods that never run Flink: leave the node's CPUs free
     missing_spec = app_spec("localhost/no-such-image:1", data_dir)
     missing_spec["cluster"].update(jobManager=small, taskManager=small)
@@ -294,3 +327,51 @@ def test_kubectl_explain_describes_the_cluster_section(kube: KubeCluster, crd: P
         assert field in text
     resources = kube.kubectl("explain", "flinkjob.spec.cluster.taskManager.resources").stdout
     assert "cpu" in resources and "memory" in resources
+
+
+def test_apply_is_idempotent_never_takes_over_a_foreign_object_and_delete_keeps_other_generations(
+    kube: KubeCluster, clusters: AppClusterKube, crd: Path, tmp_path: Path
+) -> None:
+    # The apiserver alone (no node needed): objects are only stored.
+    namespace = f"app-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", namespace)
+    try:
+        flinkjob = create_flinkjob(kube, namespace, "idem", app_spec("localhost/flink:1", tmp_path))
+        uid = flinkjob["metadata"]["uid"]
+        first = start_cluster(clusters, flinkjob, ClusterStart(uuid.uuid4().hex))
+        again = build_cluster(
+            name="idem",
+            namespace=namespace,
+            uid=uid,
+            spec=parse_spec(flinkjob["spec"]),
+            start=ClusterStart(first.job_id),
+        )
+        assert clusters.apply(again) == [
+            "replaced ConfigMap idem-config",
+            "replaced Service idem-jobmanager",
+            "replaced Deployment idem-jobmanager",
+            "replaced Deployment idem-taskmanager",
+        ]
+        # Another owner's object of the same name is never replaced.
+        other = create_flinkjob(kube, namespace, "other", app_spec("localhost/flink:1", tmp_path))
+        foreign = build_cluster(
+            name="idem",
+            namespace=namespace,
+            uid=other["metadata"]["uid"],
+            spec=parse_spec(other["spec"]),
+            start=ClusterStart(uuid.uuid4().hex),
+        )
+        with pytest.raises(AppClusterError, match=r"ConfigMap .*/idem-config exists and is not owned by this FlinkJob"):
+            clusters.apply(foreign)
+        # Deleting another job id's objects leaves these; this job id's removes all four.
+        assert clusters.delete(namespace, first.names, uid, job_id=uuid.uuid4().hex) == []
+        assert clusters.delete(namespace, first.names, other["metadata"]["uid"]) == []  # not its owner
+        assert clusters.delete(namespace, first.names, uid, job_id=first.job_id) == [
+            "deleted Deployment idem-taskmanager",
+            "deleted Deployment idem-jobmanager",
+            "deleted Service idem-jobmanager",
+            "deleted ConfigMap idem-config",
+        ]
+        assert clusters.delete(namespace, first.names, uid) == []  # already gone: nothing to do
+    finally:
+        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

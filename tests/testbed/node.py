@@ -453,9 +453,9 @@ def _kubelet_config(
             "imagefs.available": "1%",
         },
         "serializeImagePulls": False,
-        # Pods' nameserver is their own loopback: there is no cluster DNS, and nothing outside is
-        # reachable. ("" would mean the host's /etc/resolv.conf, and so would an empty file: containerd
-        # copies the host's file when the kubelet passes no nameserver.)
+        # Pods with dnsPolicy Default get their own loopback as nameserver: nothing outside is reachable.
+        # ("" would mean the host's /etc/resolv.conf, and so would an empty file: containerd copies the
+        # host's file when the kubelet passes no nameserver.)
         "resolvConf": str(workdir / "kubelet" / "resolv.conf"),
         "clusterDomain": "cluster.local",
         # Pods with dnsPolicy ClusterFirst (the default) ask the bed's cluster DNS (testbed.cluster_dns).
