@@ -55,6 +55,7 @@ CONF_DIR = "/opt/flink/conf"
 REST_PORT = 8081
 RPC_PORT = 6123
 BLOB_PORT = 6124
+TASKMANAGER_RPC_PORT = 6122
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _MAX_NAME = 63
@@ -200,6 +201,7 @@ def flink_configuration(
             "rest.bind-address": "0.0.0.0",
             "blob.server.port": BLOB_PORT,
             "taskmanager.bind-host": "0.0.0.0",
+            "taskmanager.rpc.port": TASKMANAGER_RPC_PORT,
             "taskmanager.numberOfTaskSlots": cluster.slots,
             "parallelism.default": spec.deployment.parallelism,
             "jobmanager.memory.process.size": cluster.jobmanager.flink_memory,
@@ -281,7 +283,7 @@ def _container(cluster: AppCluster, role: str, args: list[str]) -> dict[str, Any
             "failureThreshold": 3,
         }
     else:
-        container["ports"] = [{"name": "rpc", "containerPort": RPC_PORT}]
+        container["ports"] = [{"name": "rpc", "containerPort": TASKMANAGER_RPC_PORT}]
     return container
 
 

@@ -66,6 +66,7 @@ RESERVED_CONFIG = {
     "rest.port": "the operator uses 8081",
     "rest.bind-port": "the operator uses 8081",
     "blob.server.port": "the operator uses 6124",
+    "taskmanager.rpc.port": "the operator uses 6122",
     "parallelism.default": "set spec.parallelism",
     "taskmanager.numberOfTaskSlots": "set spec.cluster.taskManager.slots",
     "jobmanager.memory.process.size": "set spec.cluster.jobManager.resources.memory",

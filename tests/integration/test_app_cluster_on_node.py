@@ -215,6 +215,14 @@ def test_application_cluster_runs_the_job_under_the_given_id_and_an_upgrade_from
     assert [tm["id"] for tm in taskmanagers] == [p["metadata"]["name"] for p in tm_pods]
     config = {e["key"]: e["value"] for e in rest.get("/jobmanager/config")}
     assert config["jobmanager.rpc.address"] == f"counter-jobmanager.{app_ns}"
+    # Inside the cluster, the REST URL the operator uses by default (RestAddress.SERVICE) answers too.
+    service_url = clusters.rest_url(app_ns, objects.names, first.job_id, RestAddress.SERVICE)
+    assert service_url == f"http://counter-jobmanager.{app_ns}.svc:8081"
+    host, port = service_url.removeprefix("http://").split(":")
+    request = f"GET /jobs/overview HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n"
+    probe = f"exec 3<>/dev/tcp/{host}/{port}; printf '{request}' >&3; cat <&3"
+    answer = kube.kubectl("exec", tm_pods[0]["metadata"]["name"], "-n", app_ns, "--", "bash", "-c", probe).stdout
+    assert "200 OK" in answer and first.job_id in answer, answer[-500:]
     assert rest.restored_from(first.job_id) is None
     count_before = rest.wait_state_counter_at_least(first.job_id, 100, timeout=120)
 

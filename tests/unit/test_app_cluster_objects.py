@@ -138,6 +138,7 @@ def test_config_yaml_holds_the_spec_options_and_what_the_operator_sets() -> None
     assert config["jobmanager.rpc.port"] == 6123
     assert config["rest.port"] == 8081
     assert config["blob.server.port"] == 6124
+    assert config["taskmanager.rpc.port"] == 6122  # the port the TaskManager container declares
     assert config["parallelism.default"] == 3
     assert config["taskmanager.numberOfTaskSlots"] == 2
     assert config["jobmanager.memory.process.size"] == "1024m"
@@ -192,6 +193,7 @@ def test_taskmanagers_advertise_their_pod_ip_and_are_named_by_their_pod() -> Non
     assert container["args"] == ["taskmanager", "-Dtaskmanager.host=$(POD_IP)", "-Dtaskmanager.resource-id=$(POD_NAME)"]
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
     assert env == {"POD_IP": "status.podIP", "POD_NAME": "metadata.name"}
+    assert container["ports"] == [{"name": "rpc", "containerPort": 6122}]
 
 
 def test_pods_mount_the_config_map_as_flink_conf_and_get_the_resources_and_image() -> None:
