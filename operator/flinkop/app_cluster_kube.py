@@ -6,6 +6,7 @@ Kubernetes API: one bounded call after another, never a wait.
     (uid) is never replaced.
   * `delete(names, ...)` deletes a cluster's objects, optionally only those of one deployment
     generation or job id (read first, deleted with the uid as precondition), and returns what it did.
+  * `scale_taskmanagers(names, ...)` sets the TaskManagers' replicas alone (an in-place rescale).
   * `readiness(names, ...)` reads the JobManager and TaskManager pods: ready/total/wanted per component
     and why a pod cannot start (image missing, unschedulable, crash-looping with its last words, ...).
   * `rest_url(names, ...)` is where the operator reaches the JobManager's REST API: the Service's cluster
@@ -285,6 +286,44 @@ class AppClusterKube:
         raise AppClusterError(
             f"replace {kind} {namespace}/{name}: it kept changing under the operator (409 three times)"
         )
+
+    def scale_taskmanagers(self, namespace: str, names: ClusterNames, owner_uid: str, replicas: int) -> str:
+        """Sets the TaskManager Deployment's replicas only (an in-place rescale through the adaptive
+        scheduler), leaving the pods' template, and so the running pods, as they are."""
+        if not 0 <= replicas <= 1024:
+            raise AppClusterError(f"{replicas} TaskManagers is out of range (0..1024)")
+        ends = time.monotonic() + self.deadline
+        for _attempt in range(3):
+            current = self._read("Deployment", namespace, names.taskmanager, ends)
+            if current is None:
+                raise AppClusterError(f"Deployment {namespace}/{names.taskmanager} does not exist: nothing to scale")
+            owners = [o.get("uid") for o in current["metadata"].get("ownerReferences") or [] if o.get("controller")]
+            if owners != [owner_uid]:
+                raise AppClusterError(f"Deployment {namespace}/{names.taskmanager} is not owned by this FlinkJob")
+            if current.get("spec", {}).get("replicas") == replicas:
+                return f"Deployment {names.taskmanager} already has {replicas} replicas"
+            current["spec"]["replicas"] = replicas
+            try:
+                self._method("Deployment", "replace")(
+                    names.taskmanager,
+                    namespace,
+                    current,
+                    _request_timeout=self._timeout(ends),
+                    _preload_content=False,
+                )
+                return f"scaled Deployment {names.taskmanager} to {replicas}"
+            except kubernetes.client.ApiException as exc:
+                if exc.status == 409:
+                    continue
+                raise AppClusterError(
+                    f"replace Deployment {namespace}/{names.taskmanager} failed: {exc.status} {exc.reason}: "
+                    f"{_bounded(_api_message(exc))}"
+                ) from exc
+            except Exception as exc:
+                raise AppClusterError(
+                    f"replace Deployment {namespace}/{names.taskmanager} failed: {type(exc).__name__}: {_bounded(exc)}"
+                ) from exc
+        raise AppClusterError(f"scale Deployment {namespace}/{names.taskmanager}: it kept changing (409 three times)")
 
     # -- delete --------------------------------------------------------------------------------------
 

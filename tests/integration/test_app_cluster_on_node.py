@@ -337,7 +337,7 @@ def test_kubectl_explain_describes_the_cluster_section(kube: KubeCluster, crd: P
     assert "cpu" in resources and "memory" in resources
 
 
-def test_apply_is_idempotent_never_takes_over_a_foreign_object_and_delete_keeps_other_generations(
+def test_apply_is_idempotent_scaling_changes_only_replicas_a_foreign_object_is_never_taken_over(
     kube: KubeCluster, clusters: AppClusterKube, crd: Path, tmp_path: Path
 ) -> None:
     # The apiserver alone (no node needed): objects are only stored.
@@ -360,6 +360,12 @@ def test_apply_is_idempotent_never_takes_over_a_foreign_object_and_delete_keeps_
             "replaced Deployment idem-jobmanager",
             "replaced Deployment idem-taskmanager",
         ]
+        # An in-place rescale changes the TaskManagers' replicas and nothing else.
+        before = json.loads(kube.kubectl("get", "deployment", "idem-taskmanager", "-n", namespace, "-o", "json").stdout)
+        assert clusters.scale_taskmanagers(namespace, first.names, uid, 3) == "scaled Deployment idem-taskmanager to 3"
+        after = json.loads(kube.kubectl("get", "deployment", "idem-taskmanager", "-n", namespace, "-o", "json").stdout)
+        assert after["spec"]["replicas"] == 3
+        assert after["spec"]["template"] == before["spec"]["template"]
         # Another owner's object of the same name is never replaced.
         other = create_flinkjob(kube, namespace, "other", app_spec("localhost/flink:1", tmp_path))
         foreign = build_cluster(
