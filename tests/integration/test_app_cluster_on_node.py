@@ -38,9 +38,11 @@ DATA_MOUNT = "/flink-data"
 
 @pytest.fixture(scope="module")
 def job_images(node: Node, test_job_jar: Path) -> tuple[str, str]:
-    """Two tags of the job's image (the same content): a change of spec.cluster.image between them."""
+    """Two tags of the job's image (the same content, one tar imported, then tagged): a change of
+    spec.cluster.image between them."""
     refs = ("localhost/flinkop-testjob:v1", "localhost/flinkop-testjob:v2")
-    node.import_images([build_flink_job_image(test_job_jar, ref) for ref in refs])
+    node.import_images([build_flink_job_image(test_job_jar, refs[0])])
+    node.ctr("images", "tag", "--force", *refs)
     return refs
 
 
