@@ -153,9 +153,12 @@ def test_pods_have_no_route_off_the_machine(kube: KubeCluster, node: Node, node_
         destination = line.split()[1] if line.split()[0] in ("local", "multicast", "anycast") else line.split()[0]
         network = ipaddress.ip_network(destination, strict=False)
         assert network.is_link_local or network.is_loopback or network.is_multicast, line
-    # No cluster DNS, and the host's nameserver is off the machine: the pod's own loopback answers nothing.
+    # The only nameserver is the bed's cluster DNS on the host's bridge address, which answers names of
+    # the cluster domain and refuses every other: nothing is resolved or forwarded off the machine.
     nameservers = [line.split()[1] for line in resolv.splitlines() if line.startswith("nameserver")]
-    assert nameservers == ["127.0.0.1"], resolv
+    assert nameservers == [node.host_ip], resolv
+    outside = kube.kubectl("exec", "routes", "-n", node_ns, "--", "nslookup", "example.com", check=False)
+    assert outside.returncode != 0, outside.stdout
 
 
 def test_node_leaves_the_host_sysctls_as_they_were(node: Node) -> None:

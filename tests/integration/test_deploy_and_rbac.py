@@ -190,15 +190,22 @@ def test_operator_with_only_the_deploy_rbac_upgrades_a_job_and_is_refused_anythi
             "auth", "can-i", verb, "configmaps", "-n", OPERATOR_NAMESPACE, kubeconfig=kube.operator_kubeconfig
         )
         assert own.stdout.strip() == "yes", f"{verb} configmaps in {OPERATOR_NAMESPACE}"
-    elsewhere = kube.kubectl(
-        "auth", "can-i", "get", "configmaps", "-n", own_namespace, kubeconfig=kube.operator_kubeconfig, check=False
-    )
-    assert elsewhere.stdout.strip() == "no", "ConfigMaps of other namespaces are not the operator's"
+    for verb in ("list", "watch"):  # other namespaces' ConfigMaps: only its application clusters', by name
+        elsewhere = kube.kubectl(
+            "auth", "can-i", verb, "configmaps", "-n", own_namespace, kubeconfig=kube.operator_kubeconfig, check=False
+        )
+        assert elsewhere.stdout.strip() == "no", f"{verb} configmaps in {own_namespace}"
     out_of_scope = (
         ("list", "secrets"),
         ("watch", "secrets"),
         ("delete", "flinkjobs"),
         ("create", "pods"),
+        ("get", "pods"),
+        ("watch", "pods"),
+        ("patch", "deployments"),
+        ("list", "deployments"),
+        ("list", "services"),
+        ("create", "secrets"),
         ("list", "configmaps"),
         ("create", "validatingwebhookconfigurations"),
         ("patch", "clusterkopfpeerings/another-operator"),

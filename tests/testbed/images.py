@@ -14,6 +14,8 @@ Images:
   * FLINK_IMAGE     Debian 12 + OpenJDK 17 (headless JRE) + Flink 2.3's jars under /opt/flink, with
                     an entry point equivalent to the official image's (`jobmanager`, `taskmanager`,
                     `standalone-job`: image_files/flink/docker-entrypoint.sh), user flink (9999)
+  * a job image     FLINK_IMAGE plus a job's jar under /opt/flink/job/ (build_flink_job_image), what
+                    an application-mode FlinkJob runs with `jar.uri: local:///opt/flink/job/<jar>`
   * OPERATOR_IMAGE  the recipe of the repository's Dockerfile: Debian 12's python3, a venv in /venv
                     with the package's dependencies and the package itself (pip), user 10001,
                     `python -m flinkop`
@@ -426,9 +428,30 @@ def build_busybox_image() -> ImageTar:
 
 def build_flink_image() -> ImageTar:
     """Debian 12 with OpenJDK 17 (layer 1) and Flink 2.3 in /opt/flink (layer 2)."""
+    started = time.monotonic()
+    layers, config = _flink_layers()
+    return _image(FLINK_IMAGE, layers, config, started)
+
+
+JOB_DIR = "/opt/flink/job"
+
+
+def build_flink_job_image(jar: Path, ref: str) -> ImageTar:
+    """FLINK_IMAGE with `jar` added as JOB_DIR/<its name> (a third layer): an application cluster's image."""
+    started = time.monotonic()
+    layers, config = _flink_layers()
+
+    def fill(tar: tarfile.TarFile) -> None:
+        _add_dir(tar, "opt/flink/job", FLINK_UID)
+        _add_file(tar, f"opt/flink/job/{jar.name}", jar, FLINK_UID, mode=0o644)
+
+    job = _tar_layer(f"job-{jar.stem}", _key("job", jar.name, _file_digest(jar)), fill)
+    return _image(ref, [*layers, job], config, started)
+
+
+def _flink_layers() -> tuple[list[Layer], dict[str, Any]]:
     from testbed.flink import FLINK_VERSION, ensure_flink_dist
 
-    started = time.monotonic()
     passwd = f"flink:x:{FLINK_UID}:{FLINK_UID}:flink:/opt/flink:/bin/bash"
     base = _mmdebstrap_layer(
         "flink-base",
@@ -469,7 +492,7 @@ def build_flink_image() -> ImageTar:
         "User": f"{FLINK_UID}:{FLINK_UID}",
         "ExposedPorts": {"6123/tcp": {}, "8081/tcp": {}},
     }
-    return _image(FLINK_IMAGE, [base, app], config, started)
+    return [base, app], config
 
 
 def _pip_target(target: Path, requirements: list[str], *, deps: bool, log: Path) -> None:

@@ -8,9 +8,11 @@ host-local IPAM and no default route (no masquerade, no forwarding: the host's i
 it is), the host has an address on that bridge so it reaches pod IPs, containerd pulls nothing (every
 registry endpoint is a closed loopback port; images come from `ctr images import`), the kubelet gets
 `AWS_EC2_METADATA_DISABLED=true` (Kubernetes 1.20's AWS credential provider would otherwise try the
-cloud metadata address) and an empty resolv.conf for pods, and a kubelet built to warn about, never
-change, the host's sysctls. No kube-proxy and no cluster DNS: Services have no ClusterIP routing, pods
-reach each other by pod IP.
+cloud metadata address), and a kubelet built to warn about, never change, the host's sysctls. Cluster
+DNS is testbed.cluster_dns on the host's bridge address: it answers Service names of the cluster domain
+from the apiserver (a headless Service with its pods' IPs) and refuses every other name, forwarding
+nothing (pods with dnsPolicy Default get a resolv.conf naming their own loopback). No kube-proxy:
+Services have no ClusterIP routing; pods reach each other by pod IP, or by a headless Service's name.
 
 containerd runs with `restrict_oom_score_adj = true` (these machines lack CAP_SYS_RESOURCE, so
 lowering oom_score_adj fails and every sandbox with it) and its root, state, socket and runc state
@@ -159,6 +161,7 @@ class Node:
     kubelet: procs.ManagedProcess
     controller_manager: procs.ManagedProcess
     scheduler: procs.ManagedProcess
+    cluster_dns: procs.ManagedProcess | None = None  # testbed.cluster_dns on host_ip:53
     images: list[str] = field(default_factory=list)
     host_sysctls_before: dict[str, str] = field(default_factory=dict)
     startup_seconds: float = 0.0
@@ -171,7 +174,8 @@ class Node:
 
     @property
     def processes(self) -> list[procs.ManagedProcess]:
-        return [self.containerd, self.kubelet, self.controller_manager, self.scheduler]
+        found = [self.containerd, self.kubelet, self.controller_manager, self.scheduler]
+        return found + ([self.cluster_dns] if self.cluster_dns is not None else [])
 
     def log_tails(self, lines: int = 40) -> str:
         return "\n".join(f"--- {p.name} ({p.log_path}) ---\n{p.tail(lines)}" for p in self.processes)
@@ -212,6 +216,8 @@ class Node:
             _delete_node_pods(self.kube, timeout=30)
         for proc in (self.scheduler, self.controller_manager, self.kubelet):
             proc.stop(timeout=10)
+        if self.cluster_dns is not None:
+            self.cluster_dns.stop(timeout=5)
         if self.containerd.alive():
             _remove_leftover_containers(self)
         self.containerd.stop(timeout=10)
@@ -411,7 +417,9 @@ def _cni_conflist(name: str, bridge: str, subnet: ipaddress.IPv4Network, host_ip
     return json.dumps(conflist, indent=2) + "\n"
 
 
-def _kubelet_config(workdir: Path, port: int, healthz_port: int, client_ca: Path, cgroup_root: str) -> str:
+def _kubelet_config(
+    workdir: Path, port: int, healthz_port: int, client_ca: Path, cgroup_root: str, cluster_dns: str | None = None
+) -> str:
     config = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -445,11 +453,13 @@ def _kubelet_config(workdir: Path, port: int, healthz_port: int, client_ca: Path
             "imagefs.available": "1%",
         },
         "serializeImagePulls": False,
-        # Pods' nameserver is their own loopback: there is no cluster DNS, and nothing outside is
-        # reachable. ("" would mean the host's /etc/resolv.conf, and so would an empty file: containerd
-        # copies the host's file when the kubelet passes no nameserver.)
+        # Pods with dnsPolicy Default get their own loopback as nameserver: nothing outside is reachable.
+        # ("" would mean the host's /etc/resolv.conf, and so would an empty file: containerd copies the
+        # host's file when the kubelet passes no nameserver.)
         "resolvConf": str(workdir / "kubelet" / "resolv.conf"),
         "clusterDomain": "cluster.local",
+        # Pods with dnsPolicy ClusterFirst (the default) ask the bed's cluster DNS (testbed.cluster_dns).
+        **({"clusterDNS": [cluster_dns]} if cluster_dns else {}),
         "hairpinMode": "none",
         "volumePluginDir": str(workdir / "kubelet" / "volume-plugins"),
         "syncFrequency": "10s",
@@ -553,7 +563,15 @@ def start_node(
     kubelet_port, healthz_port = procs.free_port(), procs.free_port()
     (workdir / "kubelet" / "resolv.conf").write_text("nameserver 127.0.0.1\n")
     kubelet_config = workdir / "kubelet" / "config.yaml"
-    kubelet_config.write_text(_kubelet_config(workdir, kubelet_port, healthz_port, kube.kubelet_client_ca, cgroup_root))
+    kubelet_config.write_text(
+        _kubelet_config(workdir, kubelet_port, healthz_port, kube.kubelet_client_ca, cgroup_root, cluster_dns=host_ip)
+    )
+    cluster_dns = procs.ManagedProcess(
+        "cluster-dns",
+        [sys.executable, "-m", "testbed.cluster_dns", "--listen", host_ip, "--kubeconfig", str(kube.admin_kubeconfig)],
+        logs / "cluster-dns.log",
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
 
     containerd = procs.ManagedProcess(
         "containerd",
@@ -624,6 +642,7 @@ def start_node(
         kubelet=kubelet,
         controller_manager=controller_manager,
         scheduler=scheduler,
+        cluster_dns=cluster_dns,
         images=[t.ref for t in tars],
         host_sysctls_before=read_host_sysctls(),
         image_root=image_root,
@@ -640,6 +659,7 @@ def start_node(
         containerd.start()
         _wait_for(lambda: socket.exists() and node.ctr("version", check=False).returncode == 0, node, 30, "containerd")
         node.image_import_seconds = node.import_images(tars)
+        cluster_dns.start()  # on the bridge's host address, which exists from here on
         for proc in (kubelet, controller_manager, scheduler):
             proc.start()
         _wait_for(lambda: _node_ready(kube), node, timeout, "node Ready")

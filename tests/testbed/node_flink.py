@@ -1,6 +1,6 @@
 """A Flink 2.3 session cluster as pods on the bed's node (testbed.node), from the bed's Flink image:
-one JobManager pod, then one TaskManager pod told the JobManager's pod IP (there is no cluster DNS
-and no kube-proxy, so pods find each other by IP), both sharing a host directory for savepoints and
+one JobManager pod, then one TaskManager pod told the JobManager's pod IP (bare pods, no Service: they
+find each other by IP), both sharing a host directory for savepoints and
 checkpoints (a hostPath volume: one node). The host reaches the REST API at the JobManager's pod IP.
 """
 

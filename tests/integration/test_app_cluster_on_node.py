@@ -1,0 +1,393 @@
+"""Application mode's building blocks on the bed's real node: the objects flinkop.app_cluster builds for a
+FlinkJob, applied and read by flinkop.app_cluster_kube, run a real Flink 2.3 application cluster.
+
+The job's jar is in an image (the bed's Flink image plus the test job under /opt/flink/job/, as a team
+would build theirs); savepoints and checkpoints go to a host directory every pod mounts (a hostPath in the
+FlinkJob's pod template: one node). The TaskManagers reach the JobManager by its headless Service's name
+through the bed's cluster DNS; this test process, outside the cluster, reaches REST at the JobManager's
+pod IP (RestAddress.POD_IP, what an operator without cluster DNS is told by FLINKOP_APP_REST_ADDRESS).
+No operator runs here: the test does what the operator's passes will do, step by step, as the bed's
+non-admin operator user bound to deploy/rbac.yaml's ClusterRole (what it needs of these objects).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from flinkop.app_cluster import FLINKJOB_LABEL, GENERATION_LABEL, JOB_ID_LABEL, ClusterStart, build_cluster
+from flinkop.app_cluster_kube import AppClusterError, AppClusterKube, ClusterReadiness, RestAddress
+from flinkop.spec import parse_spec
+from testbed.flink_rest import FlinkRest
+from testbed.images import JOB_DIR, build_flink_job_image
+from testbed.kube import KubeCluster
+from testbed.node import Node
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+RATE_ARGS = ["--rate", "200", "--keys", "4", "--checkpoint-interval-ms", "1000"]
+DATA_MOUNT = "/flink-data"
+
+
+@pytest.fixture(scope="module")
+def job_images(node: Node, test_job_jar: Path) -> tuple[str, str]:
+    """Two tags of the job's image (the same content, one tar imported, then tagged): a change of
+    spec.cluster.image between them."""
+    refs = ("localhost/flinkop-testjob:v1", "localhost/flinkop-testjob:v2")
+    node.import_images([build_flink_job_image(test_job_jar, refs[0])])
+    node.ctr("images", "tag", "--force", *refs)
+    return refs
+
+
+@pytest.fixture(scope="module")
+def clusters(kube: KubeCluster, crd: Path) -> Iterator[AppClusterKube]:
+    """AppClusterKube as the bed's non-admin operator user, bound to deploy/rbac.yaml's ClusterRole only:
+    what it does here is what deploy/'s RBAC allows."""
+    role = next(
+        d for d in yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()) if d["kind"] == "ClusterRole"
+    )
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(role))
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "flinkop-test-app-cluster"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "flinkop-operator"}],
+    }
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(binding))
+    try:
+        yield AppClusterKube(kube.api_client(kube.operator_kubeconfig))
+    finally:
+        kube.kubectl("delete", "clusterrolebinding", "flinkop-test-app-cluster", check=False)
+
+
+@pytest.fixture
+def app_ns(kube: KubeCluster, node: Node, crd: Path) -> Iterator[str]:
+    name = f"app-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", name)
+    _wait(lambda: _has_token(kube, name), 60, f"the default ServiceAccount's token in {name}")
+    yield name
+    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def data_dir(bed_dir: Path) -> Path:
+    path = bed_dir / f"app-data-{uuid.uuid4().hex[:6]}"
+    path.mkdir(parents=True)
+    path.chmod(0o777)  # the Flink user (9999) writes savepoints and checkpoints there
+    return path
+
+
+def _has_token(kube: KubeCluster, namespace: str) -> bool:
+    result = kube.kubectl("get", "serviceaccount", "default", "-n", namespace, "-o", "json", check=False)
+    return result.returncode == 0 and bool(json.loads(result.stdout).get("secrets"))
+
+
+def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(1)
+    return value
+
+
+def app_spec(image: str, data_dir: Path, **changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "cluster": {
+            "image": image,
+            "imagePullPolicy": "Never",
+            "flinkConfiguration": {
+                "state.backend.type": "hashmap",
+                "taskmanager.memory.managed.size": "32m",
+                "execution.checkpointing.dir": f"file://{DATA_MOUNT}/checkpoints",
+            },
+            "jobManager": {"resources": {"cpu": "1", "memory": "900Mi"}},
+            "taskManager": {"resources": {"cpu": "1", "memory": "1000Mi"}, "slots": 2},
+            "podTemplate": {
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "volumes": [{"name": "data", "hostPath": {"path": str(data_dir), "type": "Directory"}}],
+                    "containers": [
+                        {"name": "flink-main-container", "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}]}
+                    ],
+                }
+            },
+        },
+        "jar": {"uri": f"local://{JOB_DIR}/flinkop-testjob.jar"},
+        "args": RATE_ARGS,
+        "parallelism": 2,
+        "savepointDirectory": f"file://{DATA_MOUNT}/savepoints",
+    }
+    spec.update(changes)
+    return spec
+
+
+def create_flinkjob(kube: KubeCluster, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The FlinkJob in the apiserver (through the CRD's schema), as it reads back."""
+    body = {"apiVersion": "flinkop.io/v1alpha1", "kind": "FlinkJob", "metadata": {"name": name}, "spec": spec}
+    kube.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(body))
+    return dict(json.loads(kube.kubectl("get", "flinkjob", name, "-n", namespace, "-o", "json").stdout))
+
+
+def start_cluster(
+    clusters: AppClusterKube, flinkjob: dict[str, Any], start: ClusterStart, spec: dict[str, Any] | None = None
+) -> Any:
+    meta = flinkjob["metadata"]
+    objects = build_cluster(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid=meta["uid"],
+        spec=parse_spec(spec if spec is not None else flinkjob["spec"]),
+        start=start,
+    )
+    clusters.apply(objects)
+    return objects
+
+
+def wait_ready(clusters: AppClusterKube, namespace: str, objects: Any, timeout: float = 180) -> ClusterReadiness:
+    seen: list[ClusterReadiness] = []
+
+    def ready() -> ClusterReadiness | None:
+        readiness = clusters.readiness(namespace, objects.names, objects.job_id)
+        seen.append(readiness)
+        return readiness if readiness.all_ready else None
+
+    try:
+        return _wait(ready, timeout, "the cluster's pods to be ready")  # type: ignore[no-any-return]
+    except AssertionError as error:
+        raise AssertionError(f"{error}; last readiness: {seen[-1].summary() if seen else 'none'}") from None
+
+
+def pod_logs(kube: KubeCluster, namespace: str) -> str:
+    pods = kube.kubectl("get", "pods", "-n", namespace, "-o", "name", check=False).stdout.split()
+    return "\n".join(
+        f"--- {pod} ---\n" + kube.kubectl("logs", pod, "-n", namespace, "--tail=40", check=False).stdout for pod in pods
+    )
+
+
+def owned_objects(kube: KubeCluster, namespace: str, flinkjob_label: str) -> list[str]:
+    result = kube.kubectl(
+        "get", "configmaps,services,deployments,replicasets,pods", "-n", namespace,
+        "-l", f"{FLINKJOB_LABEL}={flinkjob_label}", "-o", "name", check=False,
+    )  # fmt: skip
+    return result.stdout.split()
+
+
+def test_application_cluster_runs_the_job_under_the_given_id_and_an_upgrade_from_its_savepoint_keeps_the_state(
+    kube: KubeCluster,
+    node: Node,
+    clusters: AppClusterKube,
+    app_ns: str,
+    data_dir: Path,
+    job_images: tuple[str, str],
+) -> None:
+    flinkjob = create_flinkjob(kube, app_ns, "counter", app_spec(job_images[0], data_dir))
+
+    # (a) The cluster comes up and runs the job under the id the operator chose.
+    first = ClusterStart(uuid.uuid4().hex)
+    objects = start_cluster(clusters, flinkjob, first)
+    try:
+        readiness = wait_ready(clusters, app_ns, objects)
+        url = clusters.rest_url(app_ns, objects.names, first.job_id, RestAddress.POD_IP)
+        assert url is not None
+        rest = FlinkRest(url)
+        rest.wait_job_running(first.job_id, timeout=180)
+    except AssertionError:
+        print(pod_logs(kube, app_ns))
+        raise
+    assert readiness.jobmanager.ready == 1 and readiness.taskmanager.ready == readiness.taskmanager.wanted == 1
+    assert readiness.problems == ()
+    assert [j["jid"] for j in rest.jobs_overview()] == [first.job_id]
+    assert rest.job_parallelism(first.job_id) == 2
+    # The TaskManager found the JobManager by the Service's DNS name and registered from its pod IP.
+    overview = rest.get("/overview")
+    assert overview["taskmanagers"] == 1 and overview["slots-total"] == 2
+    taskmanagers = rest.get("/taskmanagers")["taskmanagers"]
+    tm_pods = json.loads(
+        kube.kubectl("get", "pods", "-n", app_ns, "-l", "flinkop.io/component=taskmanager", "-o", "json").stdout
+    )["items"]
+    assert [tm["id"] for tm in taskmanagers] == [p["metadata"]["name"] for p in tm_pods]
+    config = {e["key"]: e["value"] for e in rest.get("/jobmanager/config")}
+    assert config["jobmanager.rpc.address"] == f"counter-jobmanager.{app_ns}"
+    # Inside the cluster, the REST URL the operator uses by default (RestAddress.SERVICE) answers too.
+    service_url = clusters.rest_url(app_ns, objects.names, first.job_id, RestAddress.SERVICE)
+    assert service_url == f"http://counter-jobmanager.{app_ns}.svc:8081"
+    host, port = service_url.removeprefix("http://").split(":")
+    request = f"GET /jobs/overview HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n"
+    probe = f"exec 3<>/dev/tcp/{host}/{port}; printf '{request}' >&3; cat <&3"
+    answer = kube.kubectl("exec", tm_pods[0]["metadata"]["name"], "-n", app_ns, "--", "bash", "-c", probe).stdout
+    assert "200 OK" in answer and first.job_id in answer, answer[-500:]
+    assert rest.restored_from(first.job_id) is None
+    count_before = rest.wait_state_counter_at_least(first.job_id, 100, timeout=120)
+
+    # (b) Stop with a savepoint through REST; the JobManager stays up to tell the job's end.
+    savepoint = rest.stop_with_savepoint(first.job_id, timeout=120)
+    assert savepoint.startswith(f"file:{DATA_MOUNT}/savepoints/")
+    assert (data_dir / "savepoints" / Path(savepoint).name).is_dir()
+    assert rest.wait_job_state(first.job_id, "FINISHED") == "FINISHED"
+    count_at_savepoint = count_before  # a FINISHED job reports no metrics: the last count read before the stop
+
+    # The next generation (another image: an upgrade) starts from that savepoint under a new job id, its
+    # objects replacing the first generation's in place.
+    second = ClusterStart(uuid.uuid4().hex, savepoint_path=savepoint)
+    new_spec = app_spec(job_images[1], data_dir)
+    upgraded = start_cluster(clusters, flinkjob, second, new_spec)
+    assert upgraded.generation != objects.generation
+    try:
+        wait_ready(clusters, app_ns, upgraded)
+        url2 = _wait(
+            lambda: clusters.rest_url(app_ns, upgraded.names, second.job_id, RestAddress.POD_IP), 60, "a REST URL"
+        )
+        rest2 = FlinkRest(url2)
+        rest2.wait_job_running(second.job_id, timeout=180)
+    except AssertionError:
+        print(pod_logs(kube, app_ns))
+        raise
+    assert [j["jid"] for j in rest2.jobs_overview()] == [second.job_id]
+    assert rest2.restored_from(second.job_id) == savepoint
+    # State continuity: the counter goes on from the savepoint's counts, and the keys came with a count.
+    assert rest2.wait_state_counter_at_least(second.job_id, count_at_savepoint + 1, timeout=120) > count_at_savepoint
+    assert rest2.restored_keys(second.job_id) > 0
+    # Only the new generation's pods remain.
+    pods = json.loads(kube.kubectl("get", "pods", "-n", app_ns, "-l", f"{FLINKJOB_LABEL}=counter", "-o", "json").stdout)
+    live = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+    assert {p["metadata"]["labels"][GENERATION_LABEL] for p in live} == {upgraded.generation}
+    assert {p["metadata"]["labels"][JOB_ID_LABEL] for p in live} == {second.job_id}
+
+    # (d) Deleting the FlinkJob removes its cluster: the owner references and the garbage collector.
+    assert owned_objects(kube, app_ns, "counter")
+    kube.kubectl("delete", "flinkjob", "counter", "-n", app_ns)
+    _wait(lambda: not owned_objects(kube, app_ns, "counter"), 120, "the garbage collector to remove the cluster")
+
+
+def test_readiness_names_a_missing_image_an_unschedulable_pod_and_a_crash_loop(
+    kube: KubeCluster,
+    node: Node,
+    clusters: AppClusterKube,
+    app_ns: str,
+    data_dir: Path,
+    job_images: tuple[str, str],
+) -> None:
+    small = {"resources": {"cpu": "100m", "memory": "200Mi"}}  # pods that never run Flink: leave the node's CPUs free
+    missing_spec = app_spec("localhost/no-such-image:1", data_dir)
+    missing_spec["cluster"].update(jobManager=small, taskManager=small)
+    missing = create_flinkjob(kube, app_ns, "missing-image", missing_spec)
+    huge_spec = app_spec(job_images[0], data_dir)
+    huge_spec["cluster"]["jobManager"] = {"resources": {"cpu": "1", "memory": "500Gi"}}
+    huge_spec["cluster"]["taskManager"] = {"resources": {"cpu": "1", "memory": "500Gi"}}
+    huge = create_flinkjob(kube, app_ns, "too-big", huge_spec)
+    crash_spec = app_spec(job_images[0], data_dir)
+    crash_spec["cluster"].update(jobManager=small, taskManager=small)
+    crash_spec["cluster"]["podTemplate"]["spec"]["containers"][0]["command"] = [
+        "bash", "-c", "echo 'cannot start: the configuration is broken' >&2; exit 3",
+    ]  # fmt: skip
+    crashing = create_flinkjob(kube, app_ns, "crashing", crash_spec)
+
+    started = {
+        name: start_cluster(clusters, flinkjob, ClusterStart(uuid.uuid4().hex))
+        for name, flinkjob in (("missing", missing), ("huge", huge), ("crashing", crashing))
+    }
+
+    def problem(name: str, reason: str) -> Any:
+        objects = started[name]
+        readiness = clusters.readiness(app_ns, objects.names, objects.job_id)
+        found = [p for p in readiness.jobmanager.problems if p.reason == reason]
+        return (readiness, found[0]) if found else None
+
+    readiness, image = _wait(lambda: problem("missing", "ImageMissing"), 60, "an ImageMissing problem")
+    assert "localhost/no-such-image:1" in image.message and "ErrImageNeverPull" in image.message
+    assert readiness.jobmanager.ready == 0 and not readiness.all_ready
+    assert "ImageMissing" in readiness.summary() and "JobManager 0/1 ready" in readiness.summary()
+
+    readiness, unschedulable = _wait(lambda: problem("huge", "Unschedulable"), 60, "an Unschedulable problem")
+    assert "Insufficient memory" in unschedulable.message
+    assert any(p.reason == "Unschedulable" for p in readiness.taskmanager.problems)
+
+    readiness, crash = _wait(lambda: problem("crashing", "CrashLoopBackOff"), 120, "a CrashLoopBackOff problem")
+    assert "exited with code 3" in crash.message
+    assert "cannot start: the configuration is broken" in crash.message
+
+    # Deleting one generation's objects by its label leaves another FlinkJob's cluster alone.
+    objects = started["missing"]
+    deleted = clusters.delete(app_ns, objects.names, missing["metadata"]["uid"], generation="not-this-one")
+    assert deleted == []
+    deleted = clusters.delete(app_ns, objects.names, missing["metadata"]["uid"], generation=objects.generation)
+    assert len(deleted) == 4
+    _wait(lambda: not owned_objects(kube, app_ns, "missing-image"), 60, "the missing-image cluster to be gone")
+    assert owned_objects(kube, app_ns, "too-big") and owned_objects(kube, app_ns, "crashing")
+
+
+def test_kubectl_explain_describes_the_cluster_section(kube: KubeCluster, crd: Path) -> None:
+    # The CRD's schema is published (no anyOf that Kubernetes 1.20's OpenAPI builder rejects).
+    def explained() -> str | None:
+        result = kube.kubectl("explain", "flinkjob.spec.cluster", check=False)
+        return result.stdout if result.returncode == 0 else None
+
+    text = _wait(explained, 30, "kubectl explain flinkjob.spec.cluster")
+    assert "Application mode" in text
+    for field in ("image", "flinkConfiguration", "jobManager", "taskManager", "serviceAccount", "podTemplate"):
+        assert field in text
+    resources = kube.kubectl("explain", "flinkjob.spec.cluster.taskManager.resources").stdout
+    assert "cpu" in resources and "memory" in resources
+
+
+def test_apply_is_idempotent_scaling_changes_only_replicas_a_foreign_object_is_never_taken_over(
+    kube: KubeCluster, clusters: AppClusterKube, crd: Path, tmp_path: Path
+) -> None:
+    # The apiserver alone (no node needed): objects are only stored.
+    namespace = f"app-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", namespace)
+    try:
+        flinkjob = create_flinkjob(kube, namespace, "idem", app_spec("localhost/flink:1", tmp_path))
+        uid = flinkjob["metadata"]["uid"]
+        first = start_cluster(clusters, flinkjob, ClusterStart(uuid.uuid4().hex))
+        again = build_cluster(
+            name="idem",
+            namespace=namespace,
+            uid=uid,
+            spec=parse_spec(flinkjob["spec"]),
+            start=ClusterStart(first.job_id),
+        )
+        assert clusters.apply(again) == [
+            "replaced ConfigMap idem-config",
+            "replaced Service idem-jobmanager",
+            "replaced Deployment idem-jobmanager",
+            "replaced Deployment idem-taskmanager",
+        ]
+        # An in-place rescale changes the TaskManagers' replicas and nothing else.
+        before = json.loads(kube.kubectl("get", "deployment", "idem-taskmanager", "-n", namespace, "-o", "json").stdout)
+        assert clusters.scale_taskmanagers(namespace, first.names, uid, 3) == "scaled Deployment idem-taskmanager to 3"
+        after = json.loads(kube.kubectl("get", "deployment", "idem-taskmanager", "-n", namespace, "-o", "json").stdout)
+        assert after["spec"]["replicas"] == 3
+        assert after["spec"]["template"] == before["spec"]["template"]
+        # Another owner's object of the same name is never replaced.
+        other = create_flinkjob(kube, namespace, "other", app_spec("localhost/flink:1", tmp_path))
+        foreign = build_cluster(
+            name="idem",
+            namespace=namespace,
+            uid=other["metadata"]["uid"],
+            spec=parse_spec(other["spec"]),
+            start=ClusterStart(uuid.uuid4().hex),
+        )
+        with pytest.raises(AppClusterError, match=r"ConfigMap .*/idem-config exists and is not owned by this FlinkJob"):
+            clusters.apply(foreign)
+        # Deleting another job id's objects leaves these; this job id's removes all four.
+        assert clusters.delete(namespace, first.names, uid, job_id=uuid.uuid4().hex) == []
+        assert clusters.delete(namespace, first.names, other["metadata"]["uid"]) == []  # not its owner
+        assert clusters.delete(namespace, first.names, uid, job_id=first.job_id) == [
+            "deleted Deployment idem-taskmanager",
+            "deleted Deployment idem-jobmanager",
+            "deleted Service idem-jobmanager",
+            "deleted ConfigMap idem-config",
+        ]
+        assert clusters.delete(namespace, first.names, uid) == []  # already gone: nothing to do
+    finally:
+        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
