@@ -25,7 +25,7 @@ from flinkop.cluster_access import AccessPolicy
 from flinkop.flink_client import TERMINAL_JOB_STATES
 from flinkop.netguard import NetGuard, NetworkDenied
 from flinkop.settings import OperatorSettings
-from flinkop.spec import SpecError, parse_spec
+from flinkop.spec import APPLICATION_MODE_UNAVAILABLE, SpecError, parse_spec
 
 WEBHOOK_ID = "validate-flinkjob"  # kopf routes the URL path /validate-flinkjob to this handler
 
@@ -63,6 +63,8 @@ def refusal(
         parsed = parse_spec(new_spec)
     except SpecError as exc:
         return str(exc)
+    if parsed.cluster is not None:
+        return f"{APPLICATION_MODE_UNAVAILABLE[0]}: {APPLICATION_MODE_UNAVAILABLE[1]}"
     if guard is not None:
         try:
             guard.check_url_statically(parsed.flink_rest_url, "spec.flinkRestUrl")

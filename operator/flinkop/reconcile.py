@@ -26,7 +26,7 @@ from flinkop.observation import Observation, after_action
 from flinkop.observe import JobsOverviews, check_jar, observe
 from flinkop.plan import Decision, Event, PlanInput, plan, record_action_failure, record_action_result
 from flinkop.slots import UpgradeSlots
-from flinkop.spec import FlinkJobSpec, SpecError, parse_spec
+from flinkop.spec import APPLICATION_MODE_UNAVAILABLE, FlinkJobSpec, SpecError, parse_spec
 from flinkop.status import Status
 
 log = logging.getLogger("flinkop")
@@ -160,7 +160,11 @@ def run_pass(
         parsed = exc
     client = None
     credentials_error = None
-    refusal = admit(parsed) if admit is not None and isinstance(parsed, FlinkJobSpec) else None
+    refusal = None
+    if isinstance(parsed, FlinkJobSpec) and parsed.cluster is not None:
+        refusal = APPLICATION_MODE_UNAVAILABLE  # nothing is asked of any cluster
+    elif admit is not None and isinstance(parsed, FlinkJobSpec):
+        refusal = admit(parsed)
     if isinstance(parsed, FlinkJobSpec) and refusal is None:
         try:
             credentials = credentials_for(parsed) if credentials_for is not None else None

@@ -80,6 +80,15 @@ RESERVED_CONFIG = {
 }
 
 
+# Until the passes run application clusters (the objects, their readiness and their REST are built:
+# app_cluster.py, app_cluster_kube.py), a FlinkJob with spec.cluster is refused with this, saying why.
+APPLICATION_MODE_UNAVAILABLE = (
+    "ApplicationModeUnavailable",
+    "spec.cluster (application mode) is not run by this version of the operator yet: nothing was created. "
+    "Run the job on a session cluster with spec.flinkRestUrl instead.",
+)
+
+
 class SpecError(ValueError):
     """The spec cannot be acted on; the message names the field and what is wrong."""
 

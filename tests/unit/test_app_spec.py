@@ -354,3 +354,12 @@ def test_random_cluster_sections_are_parsed_or_refused_naming_spec_cluster(secti
         assert parsed.cluster is not None
         # What parsed is usable: it round-trips and builds a fingerprint.
         assert Deployment.from_dict(parsed.deployment.to_dict()) == parsed.deployment
+
+
+def test_a_flinkjob_in_application_mode_is_refused_with_a_reason_until_the_passes_run_it() -> None:
+    from flinkop.admission import refusal as admission_refusal
+    from flinkop.spec import APPLICATION_MODE_UNAVAILABLE
+
+    spec = {"cluster": {"image": "flink:2.3"}, "jar": {"uri": "local:///opt/flink/job/job.jar"}, "parallelism": 1}
+    said = admission_refusal("CREATE", None, {"spec": spec})
+    assert said is not None and said.startswith(APPLICATION_MODE_UNAVAILABLE[0])
