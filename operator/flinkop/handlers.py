@@ -45,9 +45,14 @@ class _FollowPeering(logging.Filter):
 
 class _QuietEvents(logging.Filter):
     """kopf says "Handler 'on_event' succeeded." at INFO for every watch event: with many FlinkJobs
-    that is most of the log. It is DEBUG here (dropped unless --verbose)."""
+    that is most of the log. It is DEBUG here (dropped unless --verbose). An Event post that kopf
+    retries (the apiserver busy) is a WARNING until kopf gives up on it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.name.startswith("kopf._core.engines.posting"):
+            if "failed; will retry" in record.getMessage():  # posting an Event is retried: not an error yet
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+            return True
         if record.levelno == logging.INFO and record.getMessage() == "Handler 'on_event' succeeded.":
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger().isEnabledFor(logging.DEBUG)
@@ -64,6 +69,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     cluster_access.CURRENT.on_change(_engine.wake_all)
     logging.getLogger("kopf._core.engines.peering").addFilter(_FollowPeering())
     logging.getLogger("kopf.objects").addFilter(_QuietEvents())
+    logging.getLogger("kopf._core.engines.posting").addFilter(_QuietEvents())
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

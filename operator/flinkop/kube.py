@@ -13,6 +13,8 @@ import kubernetes
 from flinkop import GROUP, PLURAL, VERSION
 from flinkop.credentials import CredentialsError
 
+KUBE_POOL_SIZE = 32
+
 
 class Conflict(Exception):
     """The resource changed since it was read: the pass must start again from a fresh read."""
@@ -28,7 +30,11 @@ class StatusStore:
             kubernetes.config.load_incluster_config()
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config()
-        self.api = kubernetes.client.CustomObjectsApi()
+        # Every pass thread writes status through this client: a pool as large as they are many
+        # (the default, 5 per CPU, made urllib3 drop and reopen connections under load).
+        config = kubernetes.client.Configuration.get_default_copy()
+        config.connection_pool_maxsize = max(config.connection_pool_maxsize or 0, KUBE_POOL_SIZE)
+        self.api = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(config))
 
     def writer(self, namespace: str, name: str, resource_version: str) -> StatusWriterWithVersion:
         return StatusWriterWithVersion(self.api, namespace, name, resource_version)

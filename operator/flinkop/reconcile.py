@@ -32,6 +32,7 @@ from flinkop.status import Status
 log = logging.getLogger("flinkop")
 
 StatusWriter = Callable[[dict[str, Any]], None]
+FLINK_POOL_SIZE = 32  # kept-alive connections per Flink cluster
 EventSink = Callable[[Event], None]
 
 
@@ -78,7 +79,8 @@ class Clients:
                 client = self._clients[key] = FlinkClient(
                     url,
                     timeout=self.timeout,
-                    session=guarded_session(self.guard, "Flink REST"),
+                    # Passes and their reads share one cluster's connections (FLINKOP_PASS_WORKERS, read pool).
+                    session=guarded_session(self.guard, "Flink REST", pool_maxsize=FLINK_POOL_SIZE),
                     credentials=credentials,
                     max_response_bytes=self.max_response_bytes,
                 )
@@ -210,7 +212,7 @@ def run_pass(
     if jar_users is not None and client is not None:
         jar_users.record(uid, client.identity, decision.status.jar_id)
     if slots is not None:
-        slots.settle(uid, decision.status)
+        slots.settle(uid, decision.status, gate_only=decision.gate_only)
     # Equal statuses make equal patches: converting them is only needed when they differ.
     differs = decision.status != recorded
     patch = decision.status.to_patch() if differs else {}

@@ -2,9 +2,12 @@
 
 A pass reserves a slot before planning (the planner only learns whether one is free) and settles
 it after: kept while the resource's status records an upgrade, rescale or rollback, released
-otherwise. A resource that already holds a slot always gets it again, so an upgrade in flight is
-never held up. The count lives in memory: after a restart it is rebuilt as each resource's first
-pass runs, so until then a few more upgrades than the limit may start.
+otherwise, and released as soon as the new job runs every vertex and only the stability gate is
+left (which can take until a checkpoint completes). A start that then fails the gate goes on
+with its rollback without waiting for a slot. A resource that already holds a slot always gets it
+again, so an upgrade in flight is never held up. The count lives in memory: after a restart it is
+rebuilt as each resource's first pass runs, so until then a few more upgrades than the limit may
+start.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ class UpgradeSlots:
                 return True
             return False
 
-    def settle(self, uid: str, status: Status) -> None:
+    def settle(self, uid: str, status: Status, gate_only: bool = False) -> None:
+        """`gate_only`: the upgrade's new job runs every vertex and only waits for the stability
+        gate; its disruptive part is over, so its slot goes to the next one."""
         with self._lock:
-            if holds_slot(status):
+            if holds_slot(status) and not gate_only:
                 self._held.add(uid)
             else:
                 self._held.discard(uid)

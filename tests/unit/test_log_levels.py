@@ -51,3 +51,10 @@ def test_the_engine_pauses_and_resumes_with_kopfs_peering() -> None:
         assert engine.calls == [True, False, True]
     finally:
         handlers._engine = None
+
+
+def test_an_event_post_that_kopf_retries_is_a_warning_not_an_error() -> None:
+    r = record(logging.ERROR, "Request attempt #1/9 failed; will retry: POST .../events", "kopf._core.engines.posting")
+    assert _QuietEvents().filter(r) and r.levelno == logging.WARNING
+    final = record(logging.ERROR, "Failed to post an event. Ignoring and continuing.", "kopf._core.engines.posting")
+    assert _QuietEvents().filter(final) and final.levelno == logging.ERROR

@@ -88,3 +88,28 @@ def test_a_body_read_before_the_operators_own_last_write_is_stale() -> None:
     assert not predates_last_write(uid, "121"), "a newer version (a spec change) is not stale"
     forget_resource(uid)
     assert not predates_last_write(uid, "119")
+
+
+def test_an_upgrade_whose_new_job_runs_every_vertex_gives_its_slot_up_while_the_stability_gate_waits() -> None:
+    from dataclasses import replace as _replace
+
+    from flinkop.flink_client import StartProgress
+    from flinkop.observation import JobView
+    from planner_kit import NEW_JOB, job_info, savepoint_taken
+
+    starting = savepoint_taken(V1, V2)
+    info = job_info(NEW_JOB)
+    gate = Observation(
+        job=job(OLD_JOB, "FINISHED"), new_job=JobView(NEW_JOB, info), new_job_progress=StartProgress(True)
+    )
+    d = run(V2, starting, gate)
+    assert d.action is None and d.status.upgrade is not None and "checkpoint" in d.status.message
+    assert d.gate_only
+    slots = UpgradeSlots(1)
+    assert slots.reserve("a")
+    slots.settle("a", d.status, gate_only=d.gate_only)
+    assert slots.reserve("b"), "the next upgrade may start while the first waits for its gate"
+    # A new job not yet running every vertex keeps its slot: its start is still under way.
+    deploying = _replace(gate, new_job=JobView(NEW_JOB, _replace(info, tasks=(1, 4))))
+    d2 = run(V2, starting, deploying)
+    assert not d2.gate_only

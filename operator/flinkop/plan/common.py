@@ -66,6 +66,9 @@ class Decision:
     # The jar check this decision waited for because the observation did not cover it: the pass
     # reads it at once and plans again (observe.jar_to_check is meant to have read it already).
     needs_jar: Deployment | None = None
+    # The upgrade in flight only waits for its new job to pass the stability gate (every vertex
+    # runs): it no longer takes one of the FLINKOP_MAX_CONCURRENT_UPGRADES slots (slots.py).
+    gate_only: bool = False
 
 
 @dataclass
@@ -86,6 +89,7 @@ class Draft:
         requeue: float | None = None,
         done_deleting: bool = False,
         needs_jar: Deployment | None = None,
+        gate_only: bool = False,
     ) -> Decision:
         spec = self.inp.spec
         desired = spec.deployment.fingerprint if isinstance(spec, FlinkJobSpec) else None
@@ -116,7 +120,7 @@ class Draft:
             job = self.inp.observation.job
             started = job.info.start_time_ms if job is not None and job.info is not None else 0
             requeue = idle_wake(final, spec, self.inp.now, started)
-        return Decision(final, action, requeue, tuple(self.events), done_deleting, needs_jar)
+        return Decision(final, action, requeue, tuple(self.events), done_deleting, needs_jar, gate_only)
 
 
 # A periodic savepoint is triggered this long after its due time: the trigger time recorded is the

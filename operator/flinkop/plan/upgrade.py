@@ -180,7 +180,7 @@ def submitting(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
             job_state=info.state,
             message=f"{phase}: job {up.new_job_id} is {info.state}; waiting for {verdict.awaiting}.",
         )
-        return d.finish(requeue=POLL)
+        return d.finish(requeue=POLL, gate_only=info.all_vertices_running)
     return upgrade_done(d, up, info.parallelism, obs.jar)
 
 
