@@ -2,13 +2,15 @@
 
 Kept from the watch's events and from the operator's own writes (a patch answers with the object),
 so a pass woken by a timer or by its job's cluster plans from the newest version without a read.
-Only what a pass uses is kept (not managedFields, annotations nor labels): with many FlinkJobs this
-is most of what the operator holds per FlinkJob.
+Only what a pass uses is kept (not managedFields, annotations nor labels), as compact JSON: a
+FlinkJob's spec and status are a few KB that way, against several times that as Python objects,
+and with many FlinkJobs they are most of what the operator holds per FlinkJob. A pass decodes it.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -40,25 +42,30 @@ class Bodies:
     """uid -> the newest compact body seen (by resourceVersion, which only grows on kube-apiserver)."""
 
     def __init__(self) -> None:
-        self._bodies: dict[str, dict[str, Any]] = {}
+        self._bodies: dict[str, tuple[int | None, bytes]] = {}
         self._lock = threading.Lock()
 
     def put(self, body: Mapping[str, Any]) -> bool:
         """Keeps `body` unless a newer version is kept already; whether it was kept."""
         uid = str(body["metadata"]["uid"])
         new = compact(body)
+        version = _version(new)
+        encoded = json.dumps(new, separators=(",", ":")).encode()
         with self._lock:
             old = self._bodies.get(uid)
-            if old is not None:
-                old_v, new_v = _version(old), _version(new)
-                if old_v is not None and new_v is not None and new_v < old_v:
-                    return False
-            self._bodies[uid] = new
+            if old is not None and old[0] is not None and version is not None and version < old[0]:
+                return False
+            self._bodies[uid] = (version, encoded)
             return True
 
     def get(self, uid: str) -> dict[str, Any] | None:
+        """A copy of its own of the kept body (None: not known)."""
         with self._lock:
-            return self._bodies.get(uid)
+            kept = self._bodies.get(uid)
+        if kept is None:
+            return None
+        body: dict[str, Any] = json.loads(kept[1])
+        return body
 
     def uids(self) -> list[str]:
         with self._lock:
