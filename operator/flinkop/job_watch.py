@@ -71,7 +71,7 @@ class JobWatch:
         self._tracked: dict[str, _Tracked] = {}
         self._members: dict[str, set[str]] = {}  # cluster identity -> uids
         self._clusters: dict[str, _Cluster] = {}
-        self._heap: list[tuple[float, int, str]] = []
+        self._heap: list[tuple[float, int, str, _Cluster]] = []  # one entry per watched cluster
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="flinkop-jobwatch")
@@ -90,8 +90,8 @@ class JobWatch:
             self._tracked[uid] = _Tracked(key, job_id, signature)
             self._members.setdefault(key, set()).add(uid)
             if key not in self._clusters:
-                self._clusters[key] = _Cluster(client)
-                heapq.heappush(self._heap, (self._clock() + self.interval, next(self._seq), key))
+                cluster = self._clusters[key] = _Cluster(client)
+                heapq.heappush(self._heap, (self._clock() + self.interval, next(self._seq), key, cluster))
                 self._cond.notify()
 
     def untrack(self, uid: str) -> None:
@@ -136,11 +136,12 @@ class JobWatch:
                 while not self._stopped:
                     now = self._clock()
                     if self._heap and self._heap[0][0] <= now:
-                        _, _, key = heapq.heappop(self._heap)
-                        cluster = self._clusters.get(key)
-                        if cluster is None:
-                            continue  # no FlinkJob of it is at rest any more
-                        heapq.heappush(self._heap, (now + self.interval, next(self._seq), key))
+                        _, _, key, cluster = heapq.heappop(self._heap)
+                        if self._clusters.get(key) is not cluster:
+                            # No FlinkJob of it is at rest any more (or it left and came back, with
+                            # an entry of its own): this entry ends here, so each cluster has one.
+                            continue
+                        heapq.heappush(self._heap, (now + self.interval, next(self._seq), key, cluster))
                         if cluster.reading or self._paused:
                             continue
                         cluster.reading = True

@@ -105,3 +105,24 @@ def test_an_untracked_flinkjob_is_not_woken_and_an_empty_cluster_is_no_longer_re
         assert woken == [] and lists.reads.get(a.base_url, 0) == reads and watch.clusters == 0
     finally:
         watch.stop()
+
+
+def test_a_cluster_whose_flinkjobs_leave_and_come_back_is_still_read_once_per_look() -> None:
+    # Found at 10,000 FlinkJobs: each time a cluster's last FlinkJob at rest went into an upgrade and
+    # came back, the cluster got one more look of its own, and the job lists were read ever faster.
+    lists = Lists()
+    a = FlinkClient("http://a:8081")
+    lists.jobs = {a.base_url: {"j1": info("j1")}}
+    watch = JobWatch(lists, lambda uid: None, interval=0.05)
+    try:
+        for _ in range(20):
+            watch.track("u1", a, "j1", RUNNING_ALL)
+            watch.untrack("u1")
+        watch.track("u1", a, "j1", RUNNING_ALL)
+        time.sleep(0.1)  # the entries of the earlier memberships come up and end
+        start = lists.reads.get(a.base_url, 0)
+        time.sleep(0.5)
+        reads = lists.reads.get(a.base_url, 0) - start
+        assert 5 <= reads <= 13, f"{reads} reads in 0.5 s at one per 0.05 s"
+    finally:
+        watch.stop()
