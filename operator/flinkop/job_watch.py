@@ -173,5 +173,7 @@ class JobWatch:
                         woken.append(uid)  # its status says Flink is unreachable; it retries on its own
                 elif signature_of(jobs.get(tracked.job_id)) != tracked.signature:
                     woken.append(uid)
+        if woken and jobs is not None:
+            log.info("%s: the jobs of %d FlinkJob(s) changed; looking at them", key.split("#")[0], len(woken))
         for uid in woken:
             self._wake(uid)

@@ -593,6 +593,12 @@ def test_jar_users_are_counted_per_cluster_and_forgotten_with_their_flinkjob() -
     assert users.used_elsewhere("c", "http://flink-2:8081") == frozenset()
     users.forget("b")
     assert users.used_elsewhere("a", "http://flink-1:8081") == frozenset()
+    users.record("c", "http://flink-1:8081", "shared.jar")  # c moved to cluster 1
+    assert users.used_elsewhere("a", "http://flink-1:8081") == {"shared.jar"}
+    assert users.used_elsewhere("x", "http://flink-2:8081") == frozenset()
+    users.record("a", "http://flink-1:8081", "new.jar")  # a moved off the shared jar
+    assert users.used_elsewhere("a", "http://flink-1:8081") == {"shared.jar"}
+    assert users.used_elsewhere("c", "http://flink-1:8081") == {"new.jar"}
 
 
 def test_parallelism_only_upgrade_keeps_the_jar() -> None:
