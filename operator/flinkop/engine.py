@@ -61,6 +61,12 @@ def _legacy_annotations(annotations: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _controlled(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a FlinkJob its users change (the operator writes only status and its finalizer)."""
+    meta = body.get("metadata") or {}
+    return (meta.get("generation"), meta.get("deletionTimestamp"), tuple(meta.get("finalizers") or ()))
+
+
 @dataclass
 class Engine:
     settings: OperatorSettings
@@ -101,8 +107,11 @@ class Engine:
     # -- what wakes a FlinkJob ------------------------------------------------------------------
 
     def on_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """A watch event: keeps the newest body and wakes the FlinkJob unless the event only echoes
-        the operator's own write (or is older than it)."""
+        """A watch event: keeps the newest body and wakes the FlinkJob when what a person (or an
+        autoscaler) controls changed: a new FlinkJob, its spec (a new generation), its deletion or
+        its finalizers. A change of status alone is the echo of the operator's own write (which may
+        come before the write's answer does), and wakes nothing; nor does a version older than one
+        the operator wrote."""
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid", ""))
         if not uid:
@@ -110,13 +119,11 @@ class Engine:
         if event_type == "DELETED":
             self.forget(uid)
             return
-        kept = self.bodies.put(body)
-        if kept and not self._own(uid, meta):
+        before = self.bodies.get(uid)
+        if written_since(uid, str(meta.get("resourceVersion", ""))) or not self.bodies.put(body):
+            return
+        if before is None or _controlled(before) != _controlled(body):
             self.scheduler.wake(uid)
-
-    def _own(self, uid: str, meta: Mapping[str, Any]) -> bool:
-        """Whether this version is one the operator wrote itself (its status or finalizer patch)."""
-        return written_since(uid, str(meta.get("resourceVersion", "")))
 
     def wake_all(self) -> None:
         """Every known FlinkJob looks again (its cluster access policy changed, for instance)."""

@@ -87,3 +87,28 @@ def test_a_kept_body_holds_what_a_pass_reads_and_not_managed_fields_or_foreign_a
     assert kept["spec"]["parallelism"] == 2  # a copy of its own
     store = Bodies()
     assert store.put(raw) and not store.put(body(4))
+
+
+def test_the_echo_of_a_status_write_that_comes_before_the_writes_answer_wakes_nothing(
+    engine: tuple[Engine, _Woken],
+) -> None:
+    e, woken = engine
+    e.on_event(None, body(10))
+    # The pass's status patch made version 11; its watch event is here before the pass has the answer.
+    e.on_event("MODIFIED", body(11, status={"phase": "Deploying"}))
+    assert woken.uids == ["u1"]
+    kept = e.bodies.get("u1")
+    assert kept is not None and kept["status"] == {"phase": "Deploying"}  # kept all the same
+
+
+def test_a_deletion_and_a_finalizer_change_wake_the_pass(engine: tuple[Engine, _Woken]) -> None:
+    e, woken = engine
+    e.on_event(None, body(10))
+    deleting = body(11)
+    deleting["metadata"]["deletionTimestamp"] = "2026-12-03T10:00:00Z"
+    e.on_event("MODIFIED", deleting)
+    released = body(12)
+    released["metadata"]["deletionTimestamp"] = "2026-12-03T10:00:00Z"
+    released["metadata"]["finalizers"] = ["other.io/keep"]
+    e.on_event("MODIFIED", released)
+    assert woken.uids == ["u1", "u1", "u1"]
