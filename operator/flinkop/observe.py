@@ -25,6 +25,8 @@ from flinkop.status import Status
 
 _CONFIG_TTL = 30.0
 _config_cache: dict[str, tuple[float, dict[str, str]]] = {}
+_config_locks: dict[str, threading.Lock] = {}
+_config_guard = threading.Lock()
 
 
 class JobsOverviews:
@@ -271,13 +273,17 @@ def _job_view(client: FlinkClient, job_id: str) -> JobView:
 
 
 def _cluster_config(client: FlinkClient) -> dict[str, str]:
-    """The JobManager's configuration, read at most every 30 s per cluster."""
-    cached = _config_cache.get(client.identity)
-    if cached and time.monotonic() - cached[0] < _CONFIG_TTL:
-        return cached[1]
-    config = client.config()
-    _config_cache[client.identity] = (time.monotonic(), config)
-    return config
+    """The JobManager's configuration, read at most every 30 s per cluster (one reader at a time:
+    passes that need it meanwhile wait for its answer rather than read it too)."""
+    with _config_guard:
+        lock = _config_locks.setdefault(client.identity, threading.Lock())
+    with lock:
+        cached = _config_cache.get(client.identity)
+        if cached and time.monotonic() - cached[0] < _CONFIG_TTL:
+            return cached[1]
+        config = client.config()
+        _config_cache[client.identity] = (time.monotonic(), config)
+        return config
 
 
 def high_availability(config: dict[str, str]) -> bool:
