@@ -232,7 +232,9 @@ class Engine:
         url = spec.get("flinkRestUrl")
         obs = result.observation_seen
         if result.requeue_after is None and status.job_id and isinstance(url, str) and result.client is not None:
-            job = obs.job if obs is not None and obs.job is not None and obs.job.job_id == status.job_id else None
+            # The job as the pass saw it: its job, or the one an upgrade (or deploy) just started.
+            views = (obs.job, obs.new_job) if obs is not None else ()
+            job = next((v for v in views if v is not None and v.job_id == status.job_id), None)
             self.job_watch.track(uid, result.client, status.job_id, seen(job))
         else:
             self.job_watch.untrack(uid)
