@@ -321,7 +321,10 @@ def test_readiness_names_a_missing_image_an_unschedulable_pod_and_a_crash_loop(
     assert deleted == []
     deleted = clusters.delete(app_ns, objects.names, missing["metadata"]["uid"], generation=objects.generation)
     assert len(deleted) == 4
-    _wait(lambda: not owned_objects(kube, app_ns, "missing-image"), 60, "the missing-image cluster to be gone")
+    # The garbage collector removes the ReplicaSets and pods after their Deployments (background
+    # propagation), pods after their grace period: under a full `make test` on 2 cores that took
+    # over 60 s once.
+    _wait(lambda: not owned_objects(kube, app_ns, "missing-image"), 180, "the missing-image cluster to be gone")
     assert owned_objects(kube, app_ns, "too-big") and owned_objects(kube, app_ns, "crashing")
 
 
