@@ -120,15 +120,6 @@ def written_since(uid: str, resource_version: str) -> bool:
     return last is not None and resource_version.isdigit() and int(resource_version) <= last
 
 
-def predates_last_write(uid: str, resource_version: str) -> bool:
-    """Whether a body was read before this operator's own last status write to the resource: a pass
-    that waited for another one's lock holds such a body, and must not plan from it. (kube-apiserver's
-    resourceVersions are etcd revisions, which only grow; anything else is never called stale.)"""
-    with _locks_guard:
-        last = _written.get(uid)
-    return last is not None and resource_version.isdigit() and int(resource_version) < last
-
-
 def run_pass(
     *,
     spec: Mapping[str, Any],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from flinkop.actions import TriggerSavepoint
 from flinkop.observation import Observation
-from flinkop.reconcile import forget_resource, predates_last_write, remember_write
+from flinkop.reconcile import forget_resource, remember_write, written_since
 from flinkop.slots import UpgradeSlots
 from flinkop.status import Status
 from planner_kit import (
@@ -77,17 +77,17 @@ def test_no_limit_when_the_setting_is_zero() -> None:
     assert all(slots.reserve(str(i)) for i in range(100))
 
 
-def test_a_body_read_before_the_operators_own_last_write_is_stale() -> None:
-    # A timer pass that waited for the resource's lock holds a body from before the change handler's
-    # write: planning from it (and releasing the upgrade slot on its stale status) would be wrong.
+def test_a_version_up_to_the_operators_own_last_write_is_known_already() -> None:
+    # A watch event of such a version (the echo of its write, or an older one) brings nothing new:
+    # the engine neither wakes a pass for it nor keeps it over the newer body it has.
     uid = "uid-stale-test"
-    assert not predates_last_write(uid, "100"), "nothing written yet"
+    assert not written_since(uid, "100"), "nothing written yet"
     remember_write(uid, "120")
-    assert predates_last_write(uid, "119")
-    assert not predates_last_write(uid, "120")
-    assert not predates_last_write(uid, "121"), "a newer version (a spec change) is not stale"
+    assert written_since(uid, "119")
+    assert written_since(uid, "120"), "the operator's own write: its echo brings nothing new"
+    assert not written_since(uid, "121"), "a newer version (a spec change) is not stale"
     forget_resource(uid)
-    assert not predates_last_write(uid, "119")
+    assert not written_since(uid, "119")
 
 
 def test_an_upgrade_whose_new_job_runs_every_vertex_gives_its_slot_up_while_the_stability_gate_waits() -> None:
