@@ -105,11 +105,6 @@ class JobWatch:
             self._paused = paused
 
     @property
-    def tracked(self) -> int:
-        with self._cond:
-            return len(self._tracked)
-
-    @property
     def clusters(self) -> int:
         with self._cond:
             return len(self._clusters)

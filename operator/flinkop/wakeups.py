@@ -77,11 +77,6 @@ class PassScheduler:
             entry = self._entries.get(uid)
             return None if entry is None or entry.due is None else max(0.0, entry.due - self._clock())
 
-    @property
-    def known(self) -> int:
-        with self._cond:
-            return len(self._entries)
-
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
