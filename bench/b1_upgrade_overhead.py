@@ -112,8 +112,9 @@ def main() -> int:
             t0 = time.time()
             jobs.patch_spec("bench", {"jar": {"uri": target.as_uri()}})
             new_a, t_end = new_running_job(flink.rest_url, {a_job, b_job})
+            old_end = end_time(flink.rest_url, a_job)
             runs.append(
-                {"kind": "A", "pair": i, "total": t_end - t0, "downtime": t_end - end_time(flink.rest_url, a_job)}
+                {"kind": "A", "pair": i, "total": t_end - t0, "downtime": t_end - old_end, "at": [t0, old_end, t_end]}
             )
             jobs.wait("bench", is_ready_at_current_generation, "Ready", timeout=120)
             a_job = new_a
@@ -125,13 +126,15 @@ def main() -> int:
             savepoint = rest.stop_with_savepoint(b_job, poll_interval=B_SAVEPOINT_POLL)
             new_b = rest.run_jar(new_jar, 2, args=RATE_ARGS, savepoint_path=savepoint)
             _, t_end = new_running_job(flink.rest_url, {a_job, b_job})
+            old_end = end_time(flink.rest_url, b_job)
             runs.append(
                 {
                     "kind": "B",
                     "pair": i,
                     "total": t_end - t0,
-                    "downtime": t_end - end_time(flink.rest_url, b_job),
+                    "downtime": t_end - old_end,
                     "upload": t_uploaded - t0,
+                    "at": [t0, old_end, t_end],
                 }
             )
             rest.request("DELETE", f"/jars/{b_jar}")

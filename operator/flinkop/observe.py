@@ -126,12 +126,14 @@ def _observe(
     if up is not None and up.step == st.SAVEPOINTING and up.from_job_id and up.trigger_id:
         # Read before the job: a completed stop-with-savepoint is then seen with its job ended.
         savepoint = client.savepoint_status(up.from_job_id, up.trigger_id)
-    # The other reads do not depend on each other: during an upgrade or a deletion they run at once
-    # (a pass then costs Flink's slowest answer, not the sum of them). A job at rest needs at most
-    # cached answers: its reads run in the pass's own thread, sparing two thread hand-offs per look.
-    with _Reads(parallel=up is not None or deleting) as reads:
+    # The other reads do not depend on each other: whenever there is work (an upgrade, a deletion, a
+    # spec change about to start one) they run at once (a pass then costs Flink's slowest answer, not
+    # the sum of them). A job at rest needs at most cached answers: its reads run in the pass's own
+    # thread, sparing two thread hand-offs per look.
+    resting = at_rest(spec, status, deleting)
+    with _Reads(parallel=not resting) as reads:
         job = None
-        if job_id and overviews is not None and at_rest(spec, status, deleting):
+        if job_id and overviews is not None and resting:
             listed = overviews.get(client).get(job_id)
             if listed is not None and listed.all_vertices_running:
                 job = JobView(job_id, listed)  # anything else is read in full below
