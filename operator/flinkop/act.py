@@ -5,6 +5,7 @@ from __future__ import annotations
 from flinkop.actions import (
     Action,
     CancelJob,
+    DeleteCluster,
     DeleteJar,
     DisposeSavepoint,
     RescaleInPlace,
@@ -12,13 +13,31 @@ from flinkop.actions import (
     TriggerSavepoint,
     UploadJar,
 )
-from flinkop.flink_client import FlinkClient
+from flinkop.app_acts import AppClusterActs
+from flinkop.app_cluster_kube import AppClusterError
+from flinkop.flink_client import FlinkClient, FlinkError, FlinkUnreachable
 from flinkop.jars import cluster_name
 
 
-def perform(client: FlinkClient, action: Action) -> str | None:
+def perform(client: FlinkClient | None, action: Action, app: AppClusterActs | None = None) -> str | None:
     """Raises FlinkError (FlinkUnreachable when Flink was not reached) when the action failed.
-    Returns the id Flink gave what the planner could not name beforehand (an upload, a disposal)."""
+    Returns the id Flink gave what the planner could not name beforehand (an upload, a disposal).
+
+    In application mode (`app`), a start and a cluster's removal go to the Kubernetes API: a failure
+    there is a FlinkError too, its detail saying which call on which object failed."""
+    if (isinstance(action, SubmitJob) and action.deployment.cluster is not None) or isinstance(action, DeleteCluster):
+        if app is None:
+            raise FlinkError(action.describe(), "the Kubernetes API", "the operator was given no access to it")
+        try:
+            if isinstance(action, DeleteCluster):
+                app.delete(action)
+            else:
+                app.start(action)
+        except AppClusterError as exc:
+            raise FlinkError(action.describe(), "the Kubernetes API", str(exc)) from exc
+        return None
+    if client is None:
+        raise FlinkUnreachable(action.describe(), "the job's cluster", "its JobManager does not answer")
     if isinstance(action, UploadJar):
         return client.upload_jar(action.local_path, cluster_name(action.sha256, action.uri))
     elif isinstance(action, TriggerSavepoint):

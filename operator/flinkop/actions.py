@@ -53,7 +53,8 @@ class SubmitJob:
     def describe(self) -> str:
         source = f"from savepoint {self.savepoint_path}" if self.savepoint_path else "without state"
         flag = " with allowNonRestoredState" if self.allow_non_restored_state else ""
-        return f"start job {self.job_id} at parallelism {self.deployment.parallelism} {source}{flag}"
+        where = " on its own application cluster" if self.deployment.cluster is not None else ""
+        return f"start job {self.job_id} at parallelism {self.deployment.parallelism}{where} {source}{flag}"
 
 
 @dataclass(frozen=True)
@@ -82,4 +83,24 @@ class RescaleInPlace:
         return f"rescale job {self.job_id} in place to parallelism {parallelism} (adaptive scheduler)"
 
 
-Action = RescaleInPlace | UploadJar | TriggerSavepoint | CancelJob | SubmitJob | DeleteJar | DisposeSavepoint
+@dataclass(frozen=True)
+class DeleteCluster:
+    """Application mode: remove the job's own cluster (its JobManager, TaskManagers, Service and
+    ConfigMap) once the job ended with a savepoint that is recorded (a suspend)."""
+
+    job_id: str | None
+
+    def describe(self) -> str:
+        return f"remove the application cluster of job {self.job_id}"
+
+
+Action = (
+    RescaleInPlace
+    | UploadJar
+    | TriggerSavepoint
+    | CancelJob
+    | SubmitJob
+    | DeleteJar
+    | DisposeSavepoint
+    | DeleteCluster
+)

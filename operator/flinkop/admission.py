@@ -2,8 +2,9 @@
 
 It makes the checks the CRD schema cannot express on Kubernetes 1.20, by the same code the operator
 runs on every pass (`spec.parse_spec`; without the webhook, the operator reports them in status as
-`Stalled`/`InvalidSpec`), one rule that needs the stored object: `spec.flinkRestUrl` cannot change
-while a job is deployed on that cluster, and the operator's policy: the namespace-to-cluster mapping
+`Stalled`/`InvalidSpec`), two rules that need the stored object: `spec.flinkRestUrl` cannot change
+while a job is deployed on that cluster, nor can the spec move between session and application mode
+(`spec.cluster`) while its job runs in the old one; and the operator's policy: the namespace-to-cluster mapping
 (`cluster_access`) and the denied networks, as far as they can be checked without DNS (a metadata
 host name, a denied IP literal, in `spec.flinkRestUrl` or `spec.jar.uri`).
 
@@ -25,7 +26,7 @@ from flinkop.cluster_access import AccessPolicy
 from flinkop.flink_client import TERMINAL_JOB_STATES
 from flinkop.netguard import NetGuard, NetworkDenied
 from flinkop.settings import OperatorSettings
-from flinkop.spec import APPLICATION_MODE_UNAVAILABLE, SpecError, parse_spec
+from flinkop.spec import SpecError, parse_spec
 
 WEBHOOK_ID = "validate-flinkjob"  # kopf routes the URL path /validate-flinkjob to this handler
 
@@ -63,8 +64,17 @@ def refusal(
         parsed = parse_spec(new_spec)
     except SpecError as exc:
         return str(exc)
+    if operation == "UPDATE" and old is not None:
+        moved = _mode_change(old_spec, parsed.cluster is not None, _mapping(old.get("status")))
+        if moved is not None:
+            return moved
     if parsed.cluster is not None:
-        return f"{APPLICATION_MODE_UNAVAILABLE[0]}: {APPLICATION_MODE_UNAVAILABLE[1]}"
+        if guard is not None and parsed.deployment.jar_uri.startswith(("http://", "https://")):
+            try:
+                guard.check_url_statically(parsed.deployment.jar_uri, "spec.jar.uri")
+            except NetworkDenied as exc:
+                return f"DeniedNetwork: {exc}"
+        return None  # the operator's own cluster: no cluster-access mapping or session URL applies
     if guard is not None:
         try:
             guard.check_url_statically(parsed.flink_rest_url, "spec.flinkRestUrl")
@@ -88,6 +98,22 @@ def refusal(
                 "with the new spec.flinkRestUrl and spec.initialSavepointPath set to that savepoint."
             )
     return None
+
+
+def _mode_change(old_spec: Mapping[str, Any], to_application: bool, status: Mapping[str, Any]) -> str | None:
+    """A move between session and application mode while the job runs in the old one: refused, saying how."""
+    was_application = bool(old_spec.get("cluster"))
+    if was_application == to_application or not _job_deployed(status):
+        return None
+    old, new = ("a session cluster", "application mode")
+    if was_application:
+        old, new = ("its own cluster", "a session cluster")
+    return (
+        f"job {status.get('jobId')} runs on {old} (phase {status.get('phase')}); a running job cannot move to {new}. "
+        "Set spec.state: suspended first (the operator takes a savepoint and records it in "
+        "status.lastSavepoint.path), then change the mode together with spec.state: running: the job starts in "
+        "the new mode from that savepoint (a directory both modes' pods can read)."
+    )
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

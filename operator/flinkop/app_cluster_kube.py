@@ -381,6 +381,20 @@ class AppClusterKube:
 
     # -- read ----------------------------------------------------------------------------------------
 
+    def jobmanager_job_id(self, namespace: str, names: ClusterNames, owner_uid: str) -> str | None:
+        """The job id the FlinkJob's JobManager Deployment runs (its pods' label), or None when it has
+        none: never created, being deleted, or not this FlinkJob's."""
+        ends = time.monotonic() + self.deadline
+        deployment = self._read("Deployment", namespace, names.jobmanager, ends)
+        if deployment is None or deployment["metadata"].get("deletionTimestamp"):
+            return None
+        owners = [o.get("uid") for o in deployment["metadata"].get("ownerReferences") or [] if o.get("controller")]
+        if owners != [owner_uid]:
+            return None
+        labels = ((deployment.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+        job_id = labels.get(JOB_ID_LABEL)
+        return str(job_id) if job_id else None
+
     def _pods(self, namespace: str, names: ClusterNames, component: str, job_id: str | None, ends: float) -> list[Any]:
         selector = f"{FLINKJOB_LABEL}={names.flinkjob_label},{COMPONENT_LABEL}={component}"
         if job_id is not None:

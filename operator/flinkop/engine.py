@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flinkop import ANNOTATION_PREFIX, FINALIZER, cluster_access, credentials, logs
+from flinkop.app_cluster_kube import AppClusterKube, RestAddress
 from flinkop.bodies import Bodies
 from flinkop.jar_users import JarUsers
 from flinkop.jars import JarFetcher
@@ -103,6 +104,9 @@ class Engine:
         self.scheduler = PassScheduler(self._run_in_context, workers=s.pass_workers)
         self.job_watch = JobWatch(self.clients.overviews.refresh, self.scheduler.wake, interval=s.observe_interval)
         METRICS.in_flight = lambda: self.slots.in_flight
+        # Application mode: the clusters the operator runs, through the same Kubernetes API client.
+        self.app_kube = AppClusterKube(self.store.api.api_client) if self.store is not None else None
+        self.app_rest = RestAddress(s.app_rest_address)
 
     # -- what wakes a FlinkJob ------------------------------------------------------------------
 
@@ -305,6 +309,9 @@ class Engine:
                     admit=lambda spec: cluster_access.refusal(spec, namespace, guard, cluster_access.CURRENT.get()),
                     recorded_status=recorded,
                     may_leave_unwritten=may_leave_unwritten,
+                    namespace=namespace,
+                    app_kube=self.app_kube,
+                    app_rest=self.app_rest,
                 )
             finally:
                 if writer.last_written is not None:

@@ -49,6 +49,26 @@ class JobView:
 
 
 @dataclass(frozen=True)
+class AppView:
+    """Application mode: the FlinkJob's own cluster as the Kubernetes API shows it."""
+
+    job_id: str | None  # the job its JobManager Deployment runs (its label); None: no cluster
+    readiness: str = ""  # "JobManager 1/1 ready, TaskManagers 2/2 ready" and why a pod cannot start
+    problem: str | None = None  # the first reason a pod cannot start (image missing, unschedulable, crash loop)
+    answering: bool = False  # its JobManager's REST API answered this pass
+
+    @property
+    def starting(self) -> bool:
+        """A cluster is there but its JobManager does not answer yet: nothing is known of its job."""
+        return self.job_id is not None and not self.answering
+
+
+# Application mode's jar: the pods load it themselves (local:// from the image, or http(s)://, fetched and
+# checked by the operator first); nothing is uploaded, and this stands for "ready to start".
+APP_JAR_ID = "application-cluster"
+
+
+@dataclass(frozen=True)
 class Observation:
     flink_error: str | None = None  # Flink could not be reached: nothing else is known
     credentials_error: str | None = None  # the Secrets the spec names could not be used: Flink was not asked
@@ -70,6 +90,7 @@ class Observation:
     restore_diagnosis: str | None = None
     # The stability gate's reads of the job an upgrade (or deploy, resume, rollback) starts.
     new_job_progress: StartProgress | None = None
+    app: AppView | None = None  # application mode: the job's own cluster
 
 
 def after_action(obs: Observation, action: Action, result: str | None) -> Observation | None:

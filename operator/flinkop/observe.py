@@ -104,9 +104,11 @@ def observe(
     fetcher: JarFetcher,
     deleting: bool = False,
     overviews: JobsOverviews | None = None,
+    check_jar: bool = True,
 ) -> Observation:
+    """`check_jar` False: the jar is not looked for on the cluster (application mode checks its own)."""
     try:
-        return _observe(spec, status, client, fetcher, deleting, overviews)
+        return _observe(spec, status, client, fetcher, deleting, overviews, check_jar)
     except FlinkError as exc:
         return Observation(flink_error=str(exc.detail if exc.status is None else exc))
 
@@ -118,6 +120,7 @@ def _observe(
     fetcher: JarFetcher,
     deleting: bool,
     overviews: JobsOverviews | None,
+    check_jar: bool = True,
 ) -> Observation:
     up = status.upgrade
     job_id = (up.from_job_id if up is not None and up.from_job_id else None) or status.job_id
@@ -154,7 +157,7 @@ def _observe(
         if status.disposal is not None and status.disposal.trigger_id:
             disposal_read = reads.start(client.disposal_status, status.disposal.trigger_id)
         config_read = reads.start(_cluster_config, client) if job_id or deleting else None
-        target = jar_to_check(spec, status, deleting)
+        target = jar_to_check(spec, status, deleting) if check_jar else None
         jar_read = reads.start(_check_jar, client, fetcher, target) if target is not None else None
         if target is None and job_id is None:
             client.overview()  # nothing else was read: make sure Flink answers at all

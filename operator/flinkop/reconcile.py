@@ -16,14 +16,23 @@ from typing import Any
 
 from flinkop.act import perform
 from flinkop.actions import Action, UploadJar
+from flinkop.app_acts import AppClusterActs
+from flinkop.app_cluster_kube import AppClusterKube, RestAddress
 from flinkop.credentials import CredentialsError, RestCredentials
-from flinkop.flink_client import DEFAULT_MAX_RESPONSE_BYTES, FlinkClient, FlinkError, FlinkUnreachable
+from flinkop.flink_client import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    TERMINAL_JOB_STATES,
+    FlinkClient,
+    FlinkError,
+    FlinkUnreachable,
+)
 from flinkop.guarded_http import guarded_session
 from flinkop.jar_users import JarUsers
 from flinkop.jars import JarFetcher
 from flinkop.netguard import NetGuard
-from flinkop.observation import Observation, after_action
+from flinkop.observation import JarCheck, Observation, after_action
 from flinkop.observe import JobsOverviews, check_jar, observe
+from flinkop.observe_app import app_jar_check, observe_app
 from flinkop.plan import Decision, Event, PlanInput, plan, record_action_failure, record_action_result
 from flinkop.slots import UpgradeSlots
 from flinkop.spec import APPLICATION_MODE_UNAVAILABLE, FlinkJobSpec, SpecError, parse_spec
@@ -120,6 +129,37 @@ def written_since(uid: str, resource_version: str) -> bool:
     return last is not None and resource_version.isdigit() and int(resource_version) <= last
 
 
+def in_application_mode(spec: FlinkJobSpec, status: Status) -> bool:
+    """Whether this pass looks at (and acts on) an application cluster: an upgrade in flight finishes in
+    its target's mode; otherwise the spec's mode holds (mode_change_refusal covers a job still running
+    in the other one)."""
+    if status.upgrade is not None:
+        return status.upgrade.target.cluster is not None
+    return spec.application_mode
+
+
+def mode_change_refusal(spec: FlinkJobSpec, status: Status) -> tuple[str, str] | None:
+    """A spec moved between session and application mode while its job still runs in the old one: the
+    pass could not reach that job (it looks where the spec says). It is suspended first, then moved."""
+    deployed = status.deployed
+    if status.upgrade is not None or deployed is None or (deployed.cluster is None) == (spec.cluster is None):
+        return None
+    if status.phase in ("Suspended", "Failed") or status.job_id is None or status.job_state in TERMINAL_JOB_STATES:
+        return None
+    old, new = (
+        ("a session cluster", "application mode")
+        if deployed.cluster is None
+        else ("its own cluster", "a session cluster")
+    )
+    return (
+        "ModeChangeNeedsSuspend",
+        f"Job {status.job_id} runs on {old}; the spec now asks for {new}. A running job cannot move: set the spec "
+        "back, then set spec.state: suspended (a savepoint is taken and recorded in status.lastSavepoint), then "
+        "change the mode and set spec.state: running, which starts the job in the new mode from that savepoint. "
+        "The job was not touched.",
+    )
+
+
 def run_pass(
     *,
     spec: Mapping[str, Any],
@@ -141,6 +181,9 @@ def run_pass(
     admit: Callable[[FlinkJobSpec], tuple[str, str] | None] | None = None,
     recorded_status: Mapping[str, Any] | None = None,
     may_leave_unwritten: bool = False,
+    namespace: str = "",
+    app_kube: AppClusterKube | None = None,
+    app_rest: RestAddress = RestAddress.SERVICE,
 ) -> PassResult:
     """`status` is what the pass plans from; `recorded_status`, when given, is the status as last
     written, if a chained pass before this one left its own unwritten (`may_leave_unwritten`)."""
@@ -154,11 +197,17 @@ def run_pass(
     client = None
     credentials_error = None
     refusal = None
-    if isinstance(parsed, FlinkJobSpec) and parsed.cluster is not None:
-        refusal = APPLICATION_MODE_UNAVAILABLE  # nothing is asked of any cluster
-    elif admit is not None and isinstance(parsed, FlinkJobSpec):
-        refusal = admit(parsed)
-    if isinstance(parsed, FlinkJobSpec) and refusal is None:
+    app_mode = isinstance(parsed, FlinkJobSpec) and in_application_mode(parsed, current)
+    app_acts = None
+    if isinstance(parsed, FlinkJobSpec):
+        refusal = mode_change_refusal(parsed, current)
+        if refusal is None and app_mode and app_kube is None:
+            refusal = APPLICATION_MODE_UNAVAILABLE  # nothing is asked of any cluster
+        elif refusal is None and app_mode and app_kube is not None:
+            app_acts = AppClusterActs(app_kube, namespace, name, uid, parsed)
+        elif refusal is None and admit is not None:
+            refusal = admit(parsed)
+    if isinstance(parsed, FlinkJobSpec) and refusal is None and not app_mode:
         try:
             credentials = credentials_for(parsed) if credentials_for is not None else None
         except CredentialsError as exc:
@@ -167,6 +216,20 @@ def run_pass(
             client = clients.get(parsed.flink_rest_url, credentials)
     if observation is not None:
         obs = observation
+    elif isinstance(parsed, FlinkJobSpec) and app_acts is not None and app_kube is not None:
+        obs, client = observe_app(
+            parsed,
+            current,
+            kube=app_kube,
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            via=app_rest,
+            client_for=clients.get,
+            fetcher=fetcher,
+            deleting=deleting,
+            overviews=clients.overviews,
+        )
     elif isinstance(parsed, FlinkJobSpec) and client:
         obs = observe(parsed, current, client, fetcher, deleting, clients.overviews)
     else:
@@ -193,11 +256,15 @@ def run_pass(
         )
 
     decision = decide(obs)
-    if decision.needs_jar is not None and client is not None:
+    if decision.needs_jar is not None and (client is not None or app_acts is not None):
         # The decision waited for a jar check the observation did not make: make it now and plan
         # again, so no decision ever waits for a read that no pass would make.
         log.info("the plan needs the jar check of %s; reading it in this pass", decision.needs_jar.jar_uri)
-        checked = check_jar(client, fetcher, decision.needs_jar)
+        checked: JarCheck | str = (
+            app_jar_check(fetcher, decision.needs_jar)
+            if app_acts is not None or client is None
+            else check_jar(client, fetcher, decision.needs_jar)
+        )
         obs = replace(obs, jar=checked) if not isinstance(checked, str) else Observation(flink_error=checked)
         decision = decide(obs)
     if jar_users is not None and client is not None:
@@ -221,9 +288,9 @@ def run_pass(
     error = "refused" if obs.refusal else error
     performed = None
     observation_after = None
-    if decision.action is not None and client is not None:
+    if decision.action is not None and (client is not None or app_acts is not None):
         try:
-            result = perform(client, decision.action)
+            result = perform(client, decision.action, app_acts)
             performed = decision.action
             observation_after = after_action(obs, decision.action, result)
             after = record_action_result(decision.status, decision.action, result)

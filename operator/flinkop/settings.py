@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from flinkop.app_cluster_kube import rest_address_from_env
 from flinkop.netguard import DEFAULT_DENIED_NETWORKS, DENIED_SETTING, EXTRA_SETTING, NetGuard, parse_networks
 
 # deploy/operator.yaml sets FLINKOP_JAR_ALLOWED_HOSTS to this: until a person replaces it with the
@@ -36,6 +37,9 @@ class OperatorSettings:
     # The ConfigMap mapping namespaces to the Flink clusters and savepoint paths they may use, as
     # (namespace, name); None: no mapping, every namespace may use every cluster.
     cluster_access_configmap: tuple[str, str] | None = None
+    # Application mode: where the operator reaches a JobManager's REST API: "service" (its Service's cluster
+    # DNS name) or "pod-ip" (the JobManager pod's IP, for an operator outside the cluster or without DNS).
+    app_rest_address: str = "service"
 
     def net_guard(self) -> NetGuard:
         return NetGuard.from_settings(self.denied_networks, self.extra_denied_networks)
@@ -89,7 +93,15 @@ class OperatorSettings:
             denied_networks=networks(DENIED_SETTING, cls.denied_networks),
             extra_denied_networks=networks(EXTRA_SETTING, ()),
             cluster_access_configmap=_configmap_ref(os.environ.get("FLINKOP_CLUSTER_ACCESS_CONFIGMAP", "")),
+            app_rest_address=_app_rest_address(),
         )
+
+
+def _app_rest_address() -> str:
+    try:
+        return rest_address_from_env(os.environ).value
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def _configmap_ref(raw: str) -> tuple[str, str] | None:

@@ -210,6 +210,7 @@ class Status:
     selector: str | None = None  # the scale subresource's label selector
     last_rescale_at: str | None = None  # when the last rescale started (minRescaleIntervalSeconds)
     rescale_pending_until: str | None = None  # a rescale waits for minRescaleIntervalSeconds until then
+    cluster_readiness: str | None = None  # application mode: the cluster's pods (AppView.readiness)
     message: str = ""
     conditions: tuple[Mapping[str, Any], ...] = field(default=())
     observed_generation: int | None = None
@@ -244,6 +245,7 @@ class Status:
             "selector": self.selector,
             "lastRescaleAt": self.last_rescale_at,
             "rescalePendingUntil": self.rescale_pending_until,
+            "clusterReadiness": self.cluster_readiness,
             "message": self.message,
             "conditions": [dict(c) for c in self.conditions],
             "observedGeneration": self.observed_generation,
@@ -275,6 +277,7 @@ class Status:
             selector=d.get("selector"),
             last_rescale_at=d.get("lastRescaleAt"),
             rescale_pending_until=d.get("rescalePendingUntil"),
+            cluster_readiness=d.get("clusterReadiness"),
             message=str(d.get("message") or ""),
             conditions=tuple(d.get("conditions") or ()),
             observed_generation=d.get("observedGeneration"),

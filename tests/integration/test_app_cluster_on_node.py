@@ -394,3 +394,147 @@ def test_apply_is_idempotent_scaling_changes_only_replicas_a_foreign_object_is_n
         assert clusters.delete(namespace, first.names, uid) == []  # already gone: nothing to do
     finally:
         kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+# -- the operator runs application mode --------------------------------------------------------------
+
+
+@pytest.fixture
+def own_app_ns(kube: KubeCluster, node: Node, crd: Path) -> Iterator[str]:
+    """A namespace only this module's operator serves (`own-*`: the session's operator leaves those alone)."""
+    name = f"own-app-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", name)
+    _wait(lambda: _has_token(kube, name), 60, f"the default ServiceAccount's token in {name}")
+    yield name
+    kube.kubectl("delete", "flinkjobs", "--all", "-n", name, "--wait=false", check=False)
+    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def app_operator(kube: KubeCluster, clusters: AppClusterKube, own_app_ns: str, bed_dir: Path) -> Iterator[Any]:
+    """The operator as the bed's non-admin user (deploy/rbac.yaml's ClusterRole, bound by `clusters`),
+    serving `own_app_ns`, reaching JobManagers at their pod IPs (it runs outside the node's pods).
+
+    Plus the right to list namespaces, for this test only: kopf lists them when told `--namespace`
+    (deploy/ runs the operator cluster-wide, which needs no such list); without it kopf retries for a
+    minute before it falls back to the namespace given."""
+    from testbed.operator_process import start_operator
+
+    kube.kubectl(
+        "apply", "-f", "-",
+        input=yaml.safe_dump_all([
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+             "metadata": {"name": "flinkop-test-list-namespaces"},
+             "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": "flinkop-test-list-namespaces"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "flinkop-test-list-namespaces"},
+             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "flinkop-operator"}]},
+        ]),
+    )  # fmt: skip
+    proc = start_operator(
+        bed_dir / f"app-operator-{own_app_ns}",
+        kube.operator_kubeconfig,
+        name="app-operator",
+        extra_env={"FLINKOP_APP_REST_ADDRESS": "pod-ip"},
+        args=("--namespace", own_app_ns),
+    )
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        kube.kubectl("delete", "clusterrolebinding,clusterrole", "flinkop-test-list-namespaces", check=False)
+
+
+def _jobmanager_job_ids(kube: KubeCluster, namespace: str, name: str) -> set[str]:
+    selector = f"{FLINKJOB_LABEL}={name},flinkop.io/component=jobmanager"
+    pods = json.loads(kube.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout)["items"]
+    return {p["metadata"]["labels"][JOB_ID_LABEL] for p in pods if not p["metadata"].get("deletionTimestamp")}
+
+
+def _deployments(kube: KubeCluster, namespace: str, name: str) -> list[str]:
+    result = kube.kubectl("get", "deployments", "-n", namespace, "-l", f"{FLINKJOB_LABEL}={name}", "-o", "name")
+    return result.stdout.split()
+
+
+def test_the_operator_deploys_upgrades_suspends_resumes_and_deletes_an_application_cluster_keeping_the_state(
+    kube: KubeCluster,
+    node: Node,
+    own_app_ns: str,
+    app_operator: Any,
+    data_dir: Path,
+    job_images: tuple[str, str],
+) -> None:
+    from testbed.flinkjobs import FlinkJobs, is_ready_at_current_generation
+
+    jobs = FlinkJobs(kube.api_client(), own_app_ns)
+    jobs.create("app", app_spec(job_images[0], data_dir))
+
+    def ready(what: str) -> dict[str, Any]:
+        try:
+            return jobs.wait("app", is_ready_at_current_generation, what, timeout=300, interval=1)
+        except AssertionError:
+            print(pod_logs(kube, own_app_ns))
+            raise
+
+    # (a) Deploy: the operator creates the cluster; the job runs under the id the status recorded first.
+    first = ready("Ready after the first deploy")["status"]
+    job1 = first["jobId"]
+    assert first["phase"] == "Running" and first["clusterReadiness"].startswith("JobManager 1/1 ready")
+    assert _jobmanager_job_ids(kube, own_app_ns, "app") == {job1}
+    url = _wait(lambda: _rest_url(kube, own_app_ns, job1), 60, "the JobManager's pod IP")
+    count_before = FlinkRest(url).wait_state_counter_at_least(job1, 100, timeout=120)
+
+    # (b) Upgrade (another image): stop with a savepoint, a new cluster for a new job id from it, the state kept.
+    jobs.patch_spec("app", {"cluster": {**app_spec(job_images[1], data_dir)["cluster"]}})
+    second = ready("Ready after the image upgrade")["status"]
+    job2 = second["jobId"]
+    assert job2 != job1 and second["lastSavepoint"]["reason"] == "upgrade"
+    savepoint = second["lastSavepoint"]["path"]
+    assert (data_dir / "savepoints" / Path(savepoint).name).is_dir()
+    assert second["deployedSpec"]["cluster"]["image"] == job_images[1]
+    assert _jobmanager_job_ids(kube, own_app_ns, "app") == {job2}
+    rest2 = FlinkRest(_wait(lambda: _rest_url(kube, own_app_ns, job2), 60, "the new JobManager's pod IP"))
+    assert rest2.restored_from(job2) == savepoint
+    assert rest2.wait_state_counter_at_least(job2, count_before + 1, timeout=120) > count_before
+    assert rest2.restored_keys(job2) > 0
+
+    # (c) Suspend: a savepoint, recorded, then the cluster goes.
+    jobs.patch_spec("app", {"state": "suspended"})
+    suspended = jobs.wait(
+        "app",
+        lambda r: (r.get("status") or {}).get("phase") == "Suspended" and not _deployments(kube, own_app_ns, "app"),
+        "Suspended with its cluster removed",
+        timeout=180,
+        interval=1,
+    )["status"]
+    assert suspended["lastSavepoint"]["reason"] == "suspend"
+    assert suspended["clusterReadiness"] == "no cluster"
+
+    # (d) Resume: a new cluster from the suspend savepoint.
+    jobs.patch_spec("app", {"state": "running"})
+    resumed = ready("Ready after the resume")["status"]
+    job3 = resumed["jobId"]
+    assert job3 not in (job1, job2)
+    rest3 = FlinkRest(_wait(lambda: _rest_url(kube, own_app_ns, job3), 60, "the resumed JobManager's pod IP"))
+    assert rest3.restored_from(job3) == suspended["lastSavepoint"]["path"]
+
+    # (e) Delete: a final savepoint, then the cluster goes with the FlinkJob.
+    jobs.delete("app")
+    jobs.wait_gone("app", timeout=180)
+    finals = sorted((data_dir / "savepoints").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert finals[-1].name.startswith(f"savepoint-{job3[:6]}")
+    _wait(lambda: not owned_objects(kube, own_app_ns, "app"), 180, "the garbage collector to remove the cluster")
+
+
+def _rest_url(kube: KubeCluster, namespace: str, job_id: str) -> str | None:
+    pods = json.loads(
+        kube.kubectl("get", "pods", "-n", namespace, "-l", f"{JOB_ID_LABEL}={job_id},flinkop.io/component=jobmanager",
+                     "-o", "json").stdout
+    )["items"]  # fmt: skip
+    for pod in pods:
+        ip = (pod.get("status") or {}).get("podIP")
+        if ip and pod["status"].get("phase") == "Running":
+            return f"http://{ip}:8081"
+    return None

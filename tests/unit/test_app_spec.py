@@ -356,10 +356,15 @@ def test_random_cluster_sections_are_parsed_or_refused_naming_spec_cluster(secti
         assert Deployment.from_dict(parsed.deployment.to_dict()) == parsed.deployment
 
 
-def test_a_flinkjob_in_application_mode_is_refused_with_a_reason_until_the_passes_run_it() -> None:
+def test_the_webhook_admits_application_mode_and_refuses_a_mode_change_while_the_job_runs() -> None:
     from flinkop.admission import refusal as admission_refusal
-    from flinkop.spec import APPLICATION_MODE_UNAVAILABLE
 
-    spec = {"cluster": {"image": "flink:2.3"}, "jar": {"uri": "local:///opt/flink/job/job.jar"}, "parallelism": 1}
-    said = admission_refusal("CREATE", None, {"spec": spec})
-    assert said is not None and said.startswith(APPLICATION_MODE_UNAVAILABLE[0])
+    app = {"cluster": {"image": "flink:2.3"}, "jar": {"uri": "local:///opt/flink/job/job.jar"}, "parallelism": 1}
+    session = {"flinkRestUrl": "http://flink:8081", "jar": {"uri": "https://jars.example.com/j.jar"}, "parallelism": 1}
+    assert admission_refusal("CREATE", None, {"spec": app}) is None
+    running = {"jobId": "a" * 32, "phase": "Running", "jobState": "RUNNING"}
+    for old, new in ((session, app), (app, session)):
+        said = admission_refusal("UPDATE", {"spec": old, "status": running}, {"spec": new})
+        assert said is not None and "spec.state: suspended" in said and "a" * 32 in said
+        suspended = {**running, "phase": "Suspended", "jobState": "FINISHED"}
+        assert admission_refusal("UPDATE", {"spec": old, "status": suspended}, {"spec": new}) is None

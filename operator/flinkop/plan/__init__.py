@@ -11,7 +11,10 @@ upgrades, rollbacks), `rescale`, `savepoints` (suspend, manual and periodic save
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flinkop import status as st
+from flinkop.plan.app import cluster_starting
 from flinkop.plan.common import (
     BACKOFF_BASE,
     BACKOFF_MAX,
@@ -50,6 +53,9 @@ def plan(inp: PlanInput) -> Decision:
             return delete_given_up(d, f"no credentials for Flink ({inp.observation.credentials_error})")
         if inp.observation.refusal is not None:
             return delete_given_up(d, inp.observation.refusal[1])
+        app = inp.observation.app
+        if app is not None and app.starting:
+            return delete_given_up(d, f"its application cluster does not answer ({app.readiness})")
     if isinstance(spec, SpecError):
         if inp.deleting and d.status.job_id is None and d.status.upgrade is None:
             d.event("Deleted", "No job was ever started for this FlinkJob (its spec is invalid); nothing to stop.")
@@ -66,6 +72,10 @@ def plan(inp: PlanInput) -> Decision:
         return stall(d, "CredentialsUnavailable", message, None)
     if obs.flink_error is not None:
         return flink_unreachable(d, spec, obs.flink_error)
+    if obs.app is not None:  # application mode: the cluster's pods, as this pass saw them
+        d.status = replace(d.status, cluster_readiness=obs.app.readiness or "no cluster")
+    if obs.app is not None and obs.app.starting:
+        return cluster_starting(d, spec)  # nothing is known of its job until its JobManager answers
     if inp.deleting:
         return plan_delete(d, spec)
     if d.status.upgrade is not None:

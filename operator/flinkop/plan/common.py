@@ -236,8 +236,9 @@ def lost_in_flight(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision | None
 
 
 def flink_unreachable(d: Draft, spec: FlinkJobSpec, error: str) -> Decision:
-    message = f"Flink at {spec.flink_rest_url} is unreachable ({error}); nothing is changed until it answers."
-    if not d.status.message.startswith(f"Flink at {spec.flink_rest_url} is unreachable"):
+    where = f"Flink at {spec.flink_rest_url}" if spec.flink_rest_url else "The job's application cluster"
+    message = f"{where} is unreachable ({error}); nothing is changed until it answers."
+    if not d.status.message.startswith(f"{where} is unreachable"):
         d.event("FlinkUnreachable", message, warning=True)
     d.status = replace(d.status, message=message)
     # The handler retries with its own backoff; no action is taken on a guess.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from flinkop import status as st
-from flinkop.actions import SubmitJob
+from flinkop.actions import DeleteCluster, SubmitJob
 from flinkop.plan.common import NEEDS_A_PERSON, POLL, POLL_FAST, Decision, Draft, Event, naive, stall
 from flinkop.plan.rescale import start_rescale
 from flinkop.plan.savepoints import retention_step, savepoint_work, start_savepoint_op
@@ -97,6 +97,12 @@ def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
                 failure=None,
                 message=f"Suspended; resumes from savepoint {resume_from} when spec.state is running again.",
             )
+            app = obs.app
+            if app is not None and app.job_id is not None:
+                # Application mode: the job ended with its savepoint recorded; its cluster goes (it is made
+                # again, from that savepoint, on resume).
+                d.event("ClusterRemoved", f"Removing the application cluster of suspended job {app.job_id}.")
+                return d.finish(action=DeleteCluster(app.job_id), requeue=POLL_FAST)
             return retention_step(d, spec) or d.finish()
         if s.phase == "Suspended":
             restore = s.last_savepoint.path if s.last_savepoint else None
@@ -178,6 +184,6 @@ def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
     if blocked:
         d.status = replace(d.status, phase="Running" if info.all_vertices_running else d.status.phase)
         return d.finish()
-    if s.deployed is not None and desired.only_parallelism_differs(s.deployed):
-        return start_rescale(d, spec)
+    if s.deployed is not None and desired.only_parallelism_differs(s.deployed) and not spec.application_mode:
+        return start_rescale(d, spec)  # application mode rescales through a savepoint: its TaskManagers change
     return start_upgrade(d, spec)

@@ -16,6 +16,7 @@ from flinkop.actions import (
 )
 from flinkop.observation import JarCheck
 from flinkop.plan import stability
+from flinkop.plan.app import starting_here, waiting_for_start
 from flinkop.plan.common import (
     POLL,
     POLL_FAST,
@@ -138,6 +139,9 @@ def submitting(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
         return d.finish(requeue=POLL_FAST)
     new = obs.new_job
     assert up.new_job_id is not None
+    if (new is None or new.missing) and starting_here(up, obs.app):
+        # Application mode: the cluster applied for this job answers but does not list it yet.
+        return waiting_for_start(d, spec, up, "its JobManager does not list it yet")
     if new is None or new.missing:
         if up.last_error is not None and up.attempts > 0:
             return start_failed(d, spec, up, up.last_error)
@@ -236,6 +240,7 @@ def start_failed(d: Draft, spec: FlinkJobSpec, up: Upgrade, cause: str, unstable
         and stable is not None
         and up.savepoint_path is not None
         and stable != up.target
+        and (stable.cluster is None) == (up.target.cluster is None)  # never across session and application mode
     )
     if can_roll_back:
         assert stable is not None

@@ -1,0 +1,67 @@
+"""Application mode: what the planner does while the job's own cluster comes up.
+
+A start in application mode is the cluster's objects applied for the job id recorded first; the
+JobManager then runs the job under that id. Until its REST API answers and lists the job, nothing is
+known of the job: the planner waits (saying how far the pods are and why one cannot start), and a
+start that does not come up within stabilityTimeoutSeconds fails like any other start (rollback or
+stall, by restoreFailurePolicy). Outside a start, a JobManager that does not answer is being replaced
+(its pod restarted): the planner waits for it, never taking its job for lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from flinkop import status as st
+from flinkop.observation import AppView
+from flinkop.plan.common import POLL, Decision, Draft, naive, phase_for
+from flinkop.spec import FlinkJobSpec
+from flinkop.status import Upgrade
+from flinkop.times import parse_time
+
+
+def starting_here(up: Upgrade | None, app: AppView | None) -> bool:
+    """The cluster there is the one this start applied (its JobManager runs the new job's id)."""
+    return (
+        up is not None
+        and app is not None
+        and up.step in (st.SUBMITTING, st.STARTING)
+        and up.new_job_id is not None
+        and app.job_id == up.new_job_id
+    )
+
+
+def cluster_starting(d: Draft, spec: FlinkJobSpec) -> Decision:
+    """The cluster is there and its JobManager does not answer yet."""
+    app = d.inp.observation.app
+    assert app is not None
+    up = d.status.upgrade
+    if up is not None and starting_here(up, app):
+        return waiting_for_start(d, spec, up, f"its cluster is starting: {app.readiness}")
+    message = f"The application cluster of job {app.job_id} does not answer yet: {app.readiness}."
+    if app.problem and d.status.message != message:
+        d.event("ClusterNotReady", message, warning=True)
+    d.status = replace(d.status, message=message)
+    return d.finish(requeue=POLL)
+
+
+def waiting_for_start(d: Draft, spec: FlinkJobSpec, up: Upgrade, why: str) -> Decision:
+    """Job `up.new_job_id` is not running yet on the cluster applied for it: wait, up to the stability
+    gate's deadline; past it, the start failed (rollback or stall, as for a job that failed)."""
+    from flinkop.plan.upgrade import start_failed  # the upgrade module uses this one too
+
+    app = d.inp.observation.app
+    started = parse_time(up.step_started_at) or naive(d.inp.now)
+    if naive(d.inp.now) > started + timedelta(seconds=spec.stability_timeout_seconds):
+        cause = (
+            f"job {up.new_job_id} did not start within stabilityTimeoutSeconds ({spec.stability_timeout_seconds} s): "
+            f"{why}"
+        )
+        return start_failed(d, spec, up, cause)
+    phase = phase_for(up, d.status.phase)
+    message = f"{phase}: job {up.new_job_id} is not running yet; {why}."
+    if app is not None and app.problem and d.status.message != message:
+        d.event("ClusterNotReady", message, warning=True)
+    d.status = replace(d.status, phase=phase, message=message)
+    return d.finish(requeue=POLL)
