@@ -103,6 +103,8 @@ def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
                 # again, from that savepoint, on resume).
                 d.event("ClusterRemoved", f"Removing the application cluster of suspended job {app.job_id}.")
                 return d.finish(action=DeleteCluster(app.job_id), requeue=POLL_FAST)
+            if app is not None:
+                return d.finish()  # no cluster to dispose of savepoints through: retention resumes with the job
             return retention_step(d, spec) or d.finish()
         if s.phase == "Suspended":
             restore = s.last_savepoint.path if s.last_savepoint else None
