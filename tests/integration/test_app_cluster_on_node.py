@@ -538,3 +538,134 @@ def _rest_url(kube: KubeCluster, namespace: str, job_id: str) -> str | None:
         if ip and pod["status"].get("phase") == "Running":
             return f"http://{ip}:8081"
     return None
+
+
+def test_a_new_version_whose_cluster_cannot_start_is_rolled_back_to_the_last_stable_one_from_the_same_savepoint(
+    kube: KubeCluster,
+    node: Node,
+    own_app_ns: str,
+    app_operator: Any,
+    data_dir: Path,
+    job_images: tuple[str, str],
+) -> None:
+    """The new image is missing: status says so (clusterReadiness, message), and past
+    stabilityTimeoutSeconds the last stable spec runs again from the upgrade's savepoint; then a fixed
+    spec upgrades as usual."""
+    from testbed.flinkjobs import FlinkJobs, condition, is_ready_at_current_generation
+
+    jobs = FlinkJobs(kube.api_client(), own_app_ns)
+    jobs.create("app", app_spec(job_images[0], data_dir, stabilityTimeoutSeconds=40))
+    try:
+        job1 = jobs.wait("app", is_ready_at_current_generation, "Ready", timeout=300, interval=1)["status"]["jobId"]
+        rest1 = FlinkRest(_wait(lambda: _rest_url(kube, own_app_ns, job1), 60, "the JobManager's pod IP"))
+        count_before = rest1.wait_state_counter_at_least(job1, 100, timeout=120)
+
+        missing = "localhost/flinkop-testjob:missing"
+        jobs.patch_spec("app", {"cluster": {**app_spec(missing, data_dir)["cluster"]}})
+        waiting = jobs.wait(
+            "app",
+            lambda r: "ImageMissing" in str((r.get("status") or {}).get("clusterReadiness")),
+            "the missing image named in status.clusterReadiness",
+            timeout=120,
+            interval=1,
+        )["status"]
+        assert waiting["phase"] == "Upgrading" and missing in waiting["clusterReadiness"]
+        assert "is not running yet" in waiting["message"]
+
+        rolled = jobs.wait(
+            "app",
+            lambda r: (r.get("status") or {}).get("phase") == "Running"
+            and ((r.get("status") or {}).get("failure") or {}).get("reason") == "UnstableStart",
+            "the rollback to the last stable spec running",
+            timeout=300,
+            interval=1,
+        )
+        status = rolled["status"]
+        assert status["deployedSpec"]["cluster"]["image"] == job_images[0]
+        assert condition(rolled, "Ready").get("status") == "False"
+        assert missing in status["failure"]["message"]
+        job2 = status["jobId"]
+        assert _jobmanager_job_ids(kube, own_app_ns, "app") == {job2}
+        rest2 = FlinkRest(_wait(lambda: _rest_url(kube, own_app_ns, job2), 60, "the rolled-back JobManager's pod IP"))
+        assert rest2.restored_from(job2) == status["lastSavepoint"]["path"]
+        assert rest2.wait_state_counter_at_least(job2, count_before + 1, timeout=120) > count_before
+
+        # A fixed spec (an image that exists) lifts the stall and upgrades from a new savepoint.
+        jobs.patch_spec("app", {"cluster": {**app_spec(job_images[1], data_dir)["cluster"]}})
+        fixed = jobs.wait("app", is_ready_at_current_generation, "Ready after the fix", timeout=300, interval=1)
+        assert fixed["status"]["deployedSpec"]["cluster"]["image"] == job_images[1]
+        assert not fixed["status"].get("failure")
+    except AssertionError:
+        print(pod_logs(kube, own_app_ns))
+        raise
+
+
+def test_the_operator_killed_mid_upgrade_in_application_mode_finishes_it_after_restart_with_one_job_and_the_state(
+    kube: KubeCluster,
+    node: Node,
+    own_app_ns: str,
+    data_dir: Path,
+    job_images: tuple[str, str],
+    bed_dir: Path,
+) -> None:
+    """SIGKILL while the upgrade's savepoint runs, and again right after the new start is recorded (the
+    cluster applied or not yet): each time a new operator finishes the upgrade from the status."""
+    from testbed.flinkjobs import FlinkJobs, is_ready_at_current_generation
+    from testbed.operator_process import start_operator
+
+    workdir = bed_dir / f"crash-operator-{own_app_ns}"
+
+    def operator() -> Any:
+        return start_operator(
+            workdir,
+            kube.admin_kubeconfig,
+            name="crash-operator",
+            extra_env={"FLINKOP_APP_REST_ADDRESS": "pod-ip"},
+            args=("--namespace", own_app_ns),
+        )
+
+    slow = data_dir / "slow-snapshots"
+    args = [*RATE_ARGS, "--slow-snapshot-file", f"{DATA_MOUNT}/slow-snapshots", "--slow-snapshot-ms", "3000"]
+    jobs = FlinkJobs(kube.api_client(), own_app_ns)
+    proc = operator()
+    try:
+        jobs.create("crash", app_spec(job_images[0], data_dir, args=args))
+        job = jobs.wait("crash", is_ready_at_current_generation, "Ready", timeout=300, interval=1)["status"]["jobId"]
+        for n, (image, kill_when) in enumerate(((job_images[1], "savepointing"), (job_images[0], "submitting"))):
+            rest = FlinkRest(_wait(lambda: _rest_url(kube, own_app_ns, job), 60, "the JobManager's pod IP"))  # noqa: B023
+            before = rest.wait_state_counter_at_least(job, 100, timeout=120)
+            if kill_when == "savepointing":
+                slow.touch()  # the savepoint takes seconds: the operator dies while Flink works on it
+            jobs.patch_spec("crash", {"cluster": {**app_spec(image, data_dir)["cluster"]}})
+
+            def reached(r: dict[str, Any], when: str = kill_when) -> bool:
+                up = (r.get("status") or {}).get("upgrade") or {}
+                if when == "savepointing":
+                    return up.get("step") == "Savepointing" and bool(up.get("triggerId"))
+                return bool(up.get("newJobId")) and up.get("step") in ("Submitting", "Starting")
+
+            recorded = jobs.wait("crash", reached, f"the upgrade at {kill_when}", timeout=120, interval=0.1)
+            proc.kill()
+            slow.unlink(missing_ok=True)
+            upgrade = recorded["status"]["upgrade"]
+            proc = operator()
+            done = jobs.wait("crash", is_ready_at_current_generation, f"Ready after kill {n}", timeout=300, interval=1)
+            status = done["status"]
+            new_job = status["jobId"]
+            assert new_job != job and status["deployedSpec"]["cluster"]["image"] == image
+            if upgrade.get("newJobId"):
+                assert new_job == upgrade["newJobId"], "the job id recorded before the start must be used"
+            assert _jobmanager_job_ids(kube, own_app_ns, "crash") == {new_job}, "exactly one JobManager runs"
+            rest = FlinkRest(_wait(lambda: _rest_url(kube, own_app_ns, new_job), 60, "the new JobManager's pod IP"))  # noqa: B023
+            assert [j["jid"] for j in rest.jobs_overview()] == [new_job]
+            assert rest.restored_from(new_job) == status["lastSavepoint"]["path"]
+            upgrades = [s for s in status["savepointHistory"] if s["reason"] == "upgrade"]
+            assert len(upgrades) == n + 1, status["savepointHistory"]
+            assert rest.wait_state_counter_at_least(new_job, before + 1, timeout=120) > before
+            job = new_job
+    except AssertionError:
+        print(pod_logs(kube, own_app_ns))
+        raise
+    finally:
+        slow.unlink(missing_ok=True)
+        proc.stop()

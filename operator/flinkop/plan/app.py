@@ -48,7 +48,8 @@ def cluster_starting(d: Draft, spec: FlinkJobSpec) -> Decision:
 
 def waiting_for_start(d: Draft, spec: FlinkJobSpec, up: Upgrade, why: str) -> Decision:
     """Job `up.new_job_id` is not running yet on the cluster applied for it: wait, up to the stability
-    gate's deadline; past it, the start failed (rollback or stall, as for a job that failed)."""
+    gate's deadline; past it, the start failed as one that is not stable in time does (`UnstableStart`:
+rollback or stall by restoreFailurePolicy)."""
     from flinkop.plan.upgrade import start_failed  # the upgrade module uses this one too
 
     app = d.inp.observation.app
@@ -58,7 +59,7 @@ def waiting_for_start(d: Draft, spec: FlinkJobSpec, up: Upgrade, why: str) -> De
             f"job {up.new_job_id} did not start within stabilityTimeoutSeconds ({spec.stability_timeout_seconds} s): "
             f"{why}"
         )
-        return start_failed(d, spec, up, cause)
+        return start_failed(d, spec, up, cause, unstable=True)  # not stable in time: the stability gate's reason
     phase = phase_for(up, d.status.phase)
     message = f"{phase}: job {up.new_job_id} is not running yet; {why}."
     if app is not None and app.problem and d.status.message != message:
