@@ -16,7 +16,7 @@ from flinkop.flink_client import (
     StartProgress,
     VertexInfo,
 )
-from flinkop.observation import JarCheck, JobView, Observation
+from flinkop.observation import APP_JAR_ID, AppView, JarCheck, JobView, Observation
 from flinkop.plan import Decision, PlanInput, plan
 from flinkop.spec import FlinkJobSpec, SpecError, parse_spec
 from flinkop.status import Status
@@ -211,3 +211,59 @@ def savepoint_taken(frm: FlinkJobSpec, to: FlinkJobSpec, *, now: datetime = NOW)
     d = run(to, upgrade_started(frm, to, now=now), obs, now=now + timedelta(seconds=10), fresh_id=NEW_JOB)
     assert d.status.upgrade is not None and d.status.upgrade.new_job_id == NEW_JOB, d
     return d.status
+
+
+# -- application mode (spec.cluster): the job's own cluster -----------------------------------
+
+APP_JAR = "local:///opt/flink/usrlib/job.jar"  # inside the image: nothing to fetch or upload
+IMAGE_V1 = "registry.example/team/job:1.0"
+IMAGE_V2 = "registry.example/team/job:2.0"
+PODS_STARTING = "JobManager 0/1 ready, TaskManagers 0/1 ready"
+PODS_READY = "JobManager 1/1 ready, TaskManagers 1/1 ready"
+
+
+def make_app_spec(image: str = IMAGE_V1, **fields: Any) -> FlinkJobSpec:
+    """A parsed application-mode spec (spec.cluster, no flinkRestUrl); keyword arguments as in make_spec."""
+    raw: dict[str, Any] = {
+        "cluster": {"image": image},
+        "jar": {"uri": APP_JAR},
+        "parallelism": 2,
+        "savepointDirectory": SP_DIR,
+    }
+    raw.update(fields)
+    return parse_spec(raw)
+
+
+def app_jar(uri: str = APP_JAR) -> JarCheck:
+    """What observe_app.app_jar_check says of a local:// jar: ready, nothing uploaded."""
+    return JarCheck(uri=uri, cluster_jar_id=APP_JAR_ID)
+
+
+def starting_cluster(job_id: str, readiness: str = PODS_STARTING, problem: str | None = None) -> AppView:
+    """The cluster applied for `job_id`, whose JobManager does not answer yet."""
+    return AppView(job_id, f"{readiness}; {problem}" if problem else readiness, problem)
+
+
+def answering_cluster(job_id: str, readiness: str = PODS_READY) -> AppView:
+    return AppView(job_id, readiness, None, answering=True)
+
+
+def app_obs(app: AppView, jar: JarCheck | None = None, **fields: Any) -> Observation:
+    """An application-mode observation as observe_app makes it: with a JobManager that does not answer
+    (or no cluster) only the cluster and the jar check are known; `fields` are the JobManager's reads."""
+    if app.job_id is None or app.starting:
+        assert not set(fields) - {"job", "new_job"}, "nothing but missing jobs is known without a JobManager"
+    return Observation(app=app, jar=jar, **fields)
+
+
+def no_cluster(status: Status, jar: JarCheck | None = None) -> Observation:
+    """No cluster (observe_app._no_cluster): every job the status names is missing, gone with it."""
+    up = status.upgrade
+    job_id = (up.from_job_id if up is not None and up.from_job_id else None) or status.job_id
+    new_id = up.new_job_id if up is not None and up.step in ("Submitting", "Starting") else None
+    return app_obs(
+        AppView(None),
+        jar,
+        job=JobView(job_id, None) if job_id else None,
+        new_job=JobView(new_id, None) if new_id else None,
+    )

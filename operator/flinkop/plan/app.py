@@ -5,7 +5,8 @@ JobManager then runs the job under that id. Until its REST API answers and lists
 known of the job: the planner waits (saying how far the pods are and why one cannot start), and a
 start that does not come up within stabilityTimeoutSeconds fails like any other start (rollback or
 stall, by restoreFailurePolicy). Outside a start, a JobManager that does not answer is being replaced
-(its pod restarted): the planner waits for it, never taking its job for lost.
+(its pod restarted): the planner waits for it, never taking its job for lost; except the cluster of a
+start that already failed, which nothing waits for (a rollback or a fixed spec replaces it).
 """
 
 from __future__ import annotations
@@ -39,11 +40,32 @@ def cluster_starting(d: Draft, spec: FlinkJobSpec) -> Decision:
     up = d.status.upgrade
     if up is not None and starting_here(up, app):
         return waiting_for_start(d, spec, up, f"its cluster is starting: {app.readiness}")
+    if not d.inp.deleting and failed_start_there(d, app):
+        # The cluster is the one of a start that already failed (it did not come up within
+        # stabilityTimeoutSeconds): it is not waited for any more. A rollback replaces it with the last
+        # stable spec's; after a stall, a fixed spec replaces it and a suspend removes it.
+        from flinkop.plan.steady import plan_steady
+        from flinkop.plan.upgrade import submitting
+
+        return submitting(d, spec, up) if up is not None else plan_steady(d, spec)
     message = f"The application cluster of job {app.job_id} does not answer yet: {app.readiness}."
     if app.problem and d.status.message != message:
         d.event("ClusterNotReady", message, warning=True)
     d.status = replace(d.status, message=message)
     return d.finish(requeue=POLL)
+
+
+FAILED_START = frozenset({"RestoreFailed", "DeployFailed", "UnstableStart"})  # start_failed's stall reasons
+
+
+def failed_start_there(d: Draft, app: AppView) -> bool:
+    """The cluster there runs the job of a start that failed: a rollback from it is about to be
+    submitted, or the start stalled (restoreFailurePolicy, or nothing to roll back to)."""
+    s = d.status
+    up = s.upgrade
+    if up is not None:
+        return up.kind == st.ROLLBACK and up.step == st.SUBMITTING and app.job_id == up.from_job_id
+    return s.phase == "Failed" and s.failure is not None and s.failure.reason in FAILED_START and app.job_id == s.job_id
 
 
 def waiting_for_start(d: Draft, spec: FlinkJobSpec, up: Upgrade, why: str) -> Decision:
