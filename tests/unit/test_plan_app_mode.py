@@ -147,11 +147,11 @@ def test_a_cluster_that_does_not_answer_for_long_fails_the_first_deploy_without_
     past = run(A1, within.status, starting, now=at(A1.stability_timeout_seconds + 1), fresh_id=ROLLBACK_JOB)
     assert past.action is None and past.status.upgrade is None
     assert past.status.phase == "Failed"
-    assert condition(past, "Stalled")["reason"] == "DeployFailed"
+    assert condition(past, "Stalled")["reason"] == "UnstableStart"
     assert IMAGE_MISSING in condition(past, "Stalled")["message"]
     # Its broken cluster is not waited for any more: the stall holds quietly, and a fixed image deploys.
     held = run(A1, past.status, starting, now=at(400))
-    assert held.action is None and held.events == () and condition(held, "Stalled")["reason"] == "DeployFailed"
+    assert held.action is None and held.events == () and condition(held, "Stalled")["reason"] == "UnstableStart"
     assert "did not start" in held.status.message
     fixed = make_app_spec(image=FIXED_IMAGE)
     redeploy = run(fixed, held.status, starting, now=at(401), fresh_id=FRESH_APP)
@@ -266,7 +266,7 @@ def test_a_new_version_whose_cluster_never_starts_is_rolled_back_from_the_same_s
     assert up is not None
     assert (up.kind, up.step, up.target, up.source) == (st.ROLLBACK, st.SUBMITTING, A1.deployment, A2.deployment)
     assert (up.savepoint_path, up.new_job_id, up.from_job_id) == (SP_PATH, ROLLBACK_JOB, NEW_JOB)
-    assert failed.status.phase == "RollingBack" and "RestoreFailed" in event_reasons(failed)
+    assert failed.status.phase == "RollingBack" and "UnstableStart" in event_reasons(failed)
     assert IMAGE_MISSING in failed.status.message
 
     # The broken cluster is still there (its JobManager never answers): the rollback replaces it.
@@ -275,7 +275,7 @@ def test_a_new_version_whose_cluster_never_starts_is_rolled_back_from_the_same_s
     done = started_on_its_cluster(A2, submit, ROLLBACK_JOB, t=311)
     s = done.status
     assert (s.phase, s.job_id, s.deployed, s.upgrade) == ("Running", ROLLBACK_JOB, A1.deployment, None)
-    assert condition(done, "Stalled")["reason"] == "RestoreFailed"
+    assert condition(done, "Stalled")["reason"] == "UnstableStart"
     assert IMAGE_MISSING in condition(done, "Stalled")["message"]
     rest = run(A2, s, app_obs(answering_cluster(ROLLBACK_JOB), app_jar(), job=job(ROLLBACK_JOB)), now=at(400))
     assert rest.action is None, "the failed version is not tried again until the spec changes"
@@ -289,12 +289,12 @@ def test_a_new_version_whose_cluster_never_starts_under_policy_fail_stalls_keepi
     assert (s.phase, s.job_id, s.deployed) == ("Failed", NEW_JOB, to.deployment)
     assert s.last_savepoint is not None and s.last_savepoint.path == SP_PATH
     stalled = condition(failed, "Stalled")
-    assert stalled["reason"] == "RestoreFailed" and SP_PATH in stalled["message"]
+    assert stalled["reason"] == "UnstableStart" and SP_PATH in stalled["message"]
     assert IMAGE_MISSING in stalled["message"]
     for t in (400, 401, 900):  # its broken cluster is not waited for: the stall holds, said once
         again = run(to, s, broken, now=at(t))
         assert again.action is None and again.events == ()
-        assert again.status.phase == "Failed" and condition(again, "Stalled")["reason"] == "RestoreFailed"
+        assert again.status.phase == "Failed" and condition(again, "Stalled")["reason"] == "UnstableStart"
         assert again.status.message == failed.status.message
         s = again.status
 
@@ -495,7 +495,7 @@ def test_a_start_that_failed_never_rolls_back_to_a_last_stable_spec_of_the_other
     broken = app_obs(starting_cluster(NEW_JOB, problem=IMAGE_MISSING), app_jar())
     d = run(A2, on_app, broken, now=at(A2.stability_timeout_seconds + 1), fresh_id=ROLLBACK_JOB)
     assert d.action is None and d.status.upgrade is None
-    assert d.status.phase == "Failed" and condition(d, "Stalled")["reason"] == "RestoreFailed"
+    assert d.status.phase == "Failed" and condition(d, "Stalled")["reason"] == "UnstableStart"
     assert d.status.last_savepoint is not None and d.status.last_savepoint.path == SP_PATH
     # On a session cluster, the last stable spec an application one.
     v2 = make_spec(args=["--v2"])
