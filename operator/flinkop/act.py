@@ -34,7 +34,10 @@ def perform(client: FlinkClient | None, action: Action, app: AppClusterActs | No
             else:
                 app.start(action)
         except AppClusterError as exc:
-            raise FlinkError(action.describe(), "the Kubernetes API", str(exc)) from exc
+            # A start that cannot be made fails (rollback or stall); a call that may succeed later is
+            # retried by the next pass, as when Flink does not answer.
+            failed = FlinkError if exc.permanent else FlinkUnreachable
+            raise failed(action.describe(), "the Kubernetes API", str(exc)) from exc
         return None
     if client is None:
         raise FlinkUnreachable(action.describe(), "the job's cluster", "its JobManager does not answer")

@@ -33,7 +33,7 @@ class AppClusterActs:
             start = ClusterStart(action.job_id, action.savepoint_path, action.allow_non_restored_state)
             objects = build_cluster(name=self.name, namespace=self.namespace, uid=self.uid, spec=spec, start=start)
         except ClusterBuildError as exc:
-            raise AppClusterError(f"the cluster's objects cannot be built: {exc}") from exc
+            raise AppClusterError(f"the cluster's objects cannot be built: {exc}", permanent=True) from exc
         self.kube.apply(objects)
 
     def delete(self, action: DeleteCluster) -> None:

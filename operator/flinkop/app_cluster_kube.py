@@ -51,7 +51,13 @@ START_REASONS = ("CreateContainerConfigError", "CreateContainerError", "RunConta
 
 
 class AppClusterError(RuntimeError):
-    """A call to the Kubernetes API about the cluster's objects failed; the message says which."""
+    """A call to the Kubernetes API about the cluster's objects failed; the message says which.
+    `permanent`: trying again cannot help until a person acts (an object of that name is not this
+    FlinkJob's); otherwise the call may succeed later (timeouts, conflicts, an object being deleted)."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class RestAddress(enum.Enum):
@@ -260,7 +266,8 @@ class AppClusterKube:
                 raise AppClusterError(
                     f"{kind} {namespace}/{name} exists and is not owned by this FlinkJob (controller uid "
                     f"{owners[0] if owners else 'none'}); the operator does not take over objects it did not make: "
-                    "delete or rename it"
+                    "delete or rename it",
+                    permanent=True,
                 )
             if current["metadata"].get("deletionTimestamp"):
                 raise AppClusterError(

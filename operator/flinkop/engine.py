@@ -232,10 +232,10 @@ class Engine:
     def _track(self, uid: str, body: Mapping[str, Any], result: PassResult) -> None:
         """A FlinkJob at rest with a job is left to its cluster's observer; any other is not."""
         status = result.decision.status
-        spec = body.get("spec") or {}
-        url = spec.get("flinkRestUrl")
         obs = result.observation_seen
-        if result.requeue_after is None and status.job_id and isinstance(url, str) and result.client is not None:
+        # The client the pass read the job through: the session cluster's, or in application mode its own
+        # JobManager's (a JobManager replaced since answers no more, which wakes the FlinkJob once).
+        if result.requeue_after is None and status.job_id and result.client is not None:
             # The job as the pass saw it: its job, or the one an upgrade (or deploy) just started.
             views = (obs.job, obs.new_job) if obs is not None else ()
             job = next((v for v in views if v is not None and v.job_id == status.job_id), None)

@@ -21,6 +21,10 @@ def protected_paths(status: Status, spec: FlinkJobSpec) -> set[str]:
         paths.add(status.last_savepoint.path)
     if status.upgrade is not None and status.upgrade.savepoint_path:
         paths.add(status.upgrade.savepoint_path)
+    if status.deployed is not None and status.deployed.cluster is not None and status.started_from:
+        # Application mode: without high availability its JobManager, if its pod restarts, runs the job
+        # again from the savepoint on its command line.
+        paths.add(status.started_from)
     return paths
 
 

@@ -211,6 +211,7 @@ class Status:
     last_rescale_at: str | None = None  # when the last rescale started (minRescaleIntervalSeconds)
     rescale_pending_until: str | None = None  # a rescale waits for minRescaleIntervalSeconds until then
     cluster_readiness: str | None = None  # application mode: the cluster's pods (AppView.readiness)
+    started_from: str | None = None  # the savepoint job_id was started from (None: without state)
     message: str = ""
     conditions: tuple[Mapping[str, Any], ...] = field(default=())
     observed_generation: int | None = None
@@ -246,6 +247,7 @@ class Status:
             "lastRescaleAt": self.last_rescale_at,
             "rescalePendingUntil": self.rescale_pending_until,
             "clusterReadiness": self.cluster_readiness,
+            "startedFrom": self.started_from,
             "message": self.message,
             "conditions": [dict(c) for c in self.conditions],
             "observedGeneration": self.observed_generation,
@@ -278,6 +280,7 @@ class Status:
             last_rescale_at=d.get("lastRescaleAt"),
             rescale_pending_until=d.get("rescalePendingUntil"),
             cluster_readiness=d.get("clusterReadiness"),
+            started_from=d.get("startedFrom"),
             message=str(d.get("message") or ""),
             conditions=tuple(d.get("conditions") or ()),
             observed_generation=d.get("observedGeneration"),

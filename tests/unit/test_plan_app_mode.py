@@ -642,17 +642,18 @@ class _Acts:
     """A stand-in AppClusterActs recording what it was asked; `error` makes it fail as the Kubernetes API would."""
 
     error: str | None = None
+    permanent: bool = False
     started: list[SubmitJob] = field(default_factory=list)
     deleted: list[DeleteCluster] = field(default_factory=list)
 
     def start(self, action: SubmitJob) -> None:
         if self.error:
-            raise AppClusterError(self.error)
+            raise AppClusterError(self.error, permanent=self.permanent)
         self.started.append(action)
 
     def delete(self, action: DeleteCluster) -> None:
         if self.error:
-            raise AppClusterError(self.error)
+            raise AppClusterError(self.error, permanent=self.permanent)
         self.deleted.append(action)
 
 
@@ -703,11 +704,17 @@ def test_a_session_start_goes_to_flink_even_when_application_acts_are_at_hand() 
 
 
 @pytest.mark.parametrize("action", [APP_START, DeleteCluster(OLD_JOB)], ids=["start", "delete"])
-def test_a_failed_kubernetes_call_is_a_flink_error_saying_what_failed(action: Action) -> None:
+def test_a_failed_kubernetes_call_is_retried_unless_it_cannot_succeed_and_says_what_failed(action: Action) -> None:
+    # A call that may succeed later (a timeout, a conflict, an object still being deleted): the next
+    # pass tries again, as when Flink does not answer; the start does not fail for it.
+    with pytest.raises(FlinkUnreachable) as transient:
+        _perform(action, _Client(), _Acts(error="replace Deployment ns/job-jobmanager: ReadTimeoutError"))
+    assert "ReadTimeoutError" in transient.value.detail
+    # One that cannot (an object of that name is not this FlinkJob's): the action fails, saying why.
     with pytest.raises(FlinkError) as failed:
-        _perform(action, _Client(), _Acts(error="create Deployment ns/job-jobmanager: 403 forbidden"))
+        _perform(action, _Client(), _Acts(error="Deployment ns/job-jobmanager exists and is not owned", permanent=True))
     assert not isinstance(failed.value, FlinkUnreachable)
-    assert "403 forbidden" in failed.value.detail
+    assert "not owned" in failed.value.detail
     with pytest.raises(FlinkError) as no_access:
         _perform(action, _Client(), None)
     assert "no access" in no_access.value.detail

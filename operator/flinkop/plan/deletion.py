@@ -24,6 +24,8 @@ def delete_given_up(d: Draft, why: str) -> Decision:
     """Deletion past its deadline when nothing can be done: release the resource, say what was left."""
     job = d.status.job_id
     left = f"job {job} may still run on the cluster" if job else "no job was recorded"
+    if d.inp.observation.app is not None:  # application mode: its cluster goes with the FlinkJob
+        left = f"job {job} ends without a savepoint as its cluster is removed with the FlinkJob" if job else left
     message = f"Gave up on a final savepoint after the deletion timeout: {why}; {left}."
     d.event("DeleteGaveUp", message, warning=True)
     d.status = replace(d.status, upgrade=None, message=message)
@@ -51,7 +53,15 @@ def plan_delete(d: Draft, spec: FlinkJobSpec) -> Decision:
     if up is not None and up.step == st.SAVEPOINTING and obs.savepoint and obs.savepoint.status == "IN_PROGRESS":
         return d.finish(requeue=POLL)  # an upgrade's savepoint is under way: let it end first
     if active is None or active.info is None:
-        if spec.dispose_savepoints_on_delete:
+        no_cluster = obs.app is not None and not obs.app.answering  # application mode, suspended: none to ask
+        if spec.dispose_savepoints_on_delete and no_cluster and retention.disposable_on_delete(d.status, spec):
+            d.event(
+                "SavepointsKept",
+                "disposeSavepointsOnDelete: the savepoints in status.savepointHistory are kept, as no JobManager "
+                "of this job runs to dispose of them (it was suspended); remove them from the savepoint directory.",
+                warning=True,
+            )
+        elif spec.dispose_savepoints_on_delete:
             step = retention_step(d, spec, retention.disposable_on_delete(d.status, spec))
             if step is not None:
                 return step

@@ -218,6 +218,7 @@ def upgrade_done(d: Draft, up: Upgrade, parallelism: int, jar: JarCheck | None) 
         upgrade=None,
         failure=failure,
         jar_id=new_jar,
+        started_from=up.savepoint_path,
         message=message,
     )
     unused = old_jar and new_jar and old_jar != new_jar and old_jar not in d.inp.jars_used_elsewhere
