@@ -554,7 +554,7 @@ def test_a_new_version_whose_cluster_cannot_start_is_rolled_back_to_the_last_sta
     from testbed.flinkjobs import FlinkJobs, condition, is_ready_at_current_generation
 
     jobs = FlinkJobs(kube.api_client(), own_app_ns)
-    jobs.create("app", app_spec(job_images[0], data_dir, stabilityTimeoutSeconds=40))
+    jobs.create("app", app_spec(job_images[0], data_dir, stabilityTimeoutSeconds=120))
     try:
         job1 = jobs.wait("app", is_ready_at_current_generation, "Ready", timeout=300, interval=1)["status"]["jobId"]
         rest1 = FlinkRest(_wait(lambda: _rest_url(kube, own_app_ns, job1), 60, "the JobManager's pod IP"))
