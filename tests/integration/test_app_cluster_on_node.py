@@ -24,16 +24,15 @@ import yaml
 from flinkop.app_cluster import FLINKJOB_LABEL, GENERATION_LABEL, JOB_ID_LABEL, ClusterStart, build_cluster
 from flinkop.app_cluster_kube import AppClusterError, AppClusterKube, ClusterReadiness, RestAddress
 from flinkop.spec import parse_spec
+from testbed.app_mode import DATA_MOUNT, RATE_ARGS, app_spec
 from testbed.flink_rest import FlinkRest
-from testbed.images import JOB_DIR, build_flink_job_image
+from testbed.images import build_flink_job_image
 from testbed.kube import KubeCluster
 from testbed.node import Node
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-RATE_ARGS = ["--rate", "200", "--keys", "4", "--checkpoint-interval-ms", "1000"]
-DATA_MOUNT = "/flink-data"
 
 
 @pytest.fixture(scope="module")
@@ -97,37 +96,6 @@ def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(1)
     return value
-
-
-def app_spec(image: str, data_dir: Path, **changes: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "cluster": {
-            "image": image,
-            "imagePullPolicy": "Never",
-            "flinkConfiguration": {
-                "state.backend.type": "hashmap",
-                "taskmanager.memory.managed.size": "32m",
-                "execution.checkpointing.dir": f"file://{DATA_MOUNT}/checkpoints",
-            },
-            "jobManager": {"resources": {"cpu": "1", "memory": "900Mi"}},
-            "taskManager": {"resources": {"cpu": "1", "memory": "1000Mi"}, "slots": 2},
-            "podTemplate": {
-                "spec": {
-                    "terminationGracePeriodSeconds": 5,
-                    "volumes": [{"name": "data", "hostPath": {"path": str(data_dir), "type": "Directory"}}],
-                    "containers": [
-                        {"name": "flink-main-container", "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}]}
-                    ],
-                }
-            },
-        },
-        "jar": {"uri": f"local://{JOB_DIR}/flinkop-testjob.jar"},
-        "args": RATE_ARGS,
-        "parallelism": 2,
-        "savepointDirectory": f"file://{DATA_MOUNT}/savepoints",
-    }
-    spec.update(changes)
-    return spec
 
 
 def create_flinkjob(kube: KubeCluster, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """deploy/ for real on the bed's node: `kubectl apply -k deploy/` (rendered, with the bed's operator
 image), the operator running as deploy/'s pods under the ServiceAccount `flinkop` with exactly
 deploy/rbac.yaml's rules, doing a savepoint upgrade of a FlinkJob on the Flink session cluster of
-deploy/flink-session/, running on the same node (its changes: see `flink_session_from_deploy`).
+deploy/flink-session/, running on the same node (its changes: see `flink_session_from_deploy`), then
+an application-mode FlinkJob's own cluster, upgraded while both operator pods are deleted under their
+Deployment.
 The operator serves every namespace, as deployed (with `--namespace` it would peer through
 namespaced KopfPeerings, which deploy/'s RBAC does not grant); the FlinkJob lives in an `own-*`
 namespace, which the session's own operator leaves alone.
@@ -31,9 +33,10 @@ from urllib.parse import urlparse
 import pytest
 import requests
 import yaml
+from testbed.app_mode import DATA_MOUNT, app_spec
 from testbed.flink_rest import FlinkRest
 from testbed.flinkjobs import FlinkJobs, is_ready_at_current_generation
-from testbed.images import FLINK_IMAGE, OPERATOR_IMAGE
+from testbed.images import FLINK_IMAGE, OPERATOR_IMAGE, build_flink_job_image
 from testbed.kube import NODE_NAME, KubeCluster
 from testbed.node import Node
 from testbed.tcp_forward import TcpForwarder
@@ -248,6 +251,8 @@ def test_operator_deployed_from_deploy_runs_as_its_service_account_and_upgrades_
     jar_server: str,
     deployed_operator: list[dict[str, Any]],
     flink_session_from_deploy: FlinkSession,
+    test_job_jar: Path,
+    bed_dir: Path,
 ) -> None:
     # The operator runs as deploy/'s pods, with deploy/'s ServiceAccount and its token.
     pods = _operator_pods(kube)
@@ -302,3 +307,61 @@ def test_operator_deployed_from_deploy_runs_as_its_service_account_and_upgrades_
     jobs.delete("counter")  # the operator pod stops the job with a final savepoint, then lets it go
     jobs.wait_gone("counter", timeout=120)
     assert rest.running_jobs() == []
+
+    # Application mode through the same operator pods: their own cluster for a FlinkJob, reached at its
+    # Service's DNS name (FLINKOP_APP_REST_ADDRESS unset: the default for an operator in the cluster).
+    # The upgrade's savepoint is slowed down, and meanwhile both operator pods are deleted under their
+    # Deployment (forced, no grace): the pods that replace it finish the upgrade from the status.
+    images = ("localhost/flinkop-testjob:deploy-v1", "localhost/flinkop-testjob:deploy-v2")
+    node.import_images([build_flink_job_image(test_job_jar, images[0])])
+    node.ctr("images", "tag", "--force", *images)
+    data_dir = bed_dir / f"deploy-app-data-{own_namespace}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o777)  # the Flink user (9999) writes savepoints and checkpoints there
+    slow = data_dir / "slow-snapshots"
+    args = [*RATE_ARGS, "--slow-snapshot-file", f"{DATA_MOUNT}/slow-snapshots", "--slow-snapshot-ms", "4000"]
+    jobs.create("app", app_spec(images[0], data_dir, args=args))
+    try:
+        app_first = jobs.wait("app", is_ready_at_current_generation, "application mode Ready", timeout=300)["status"]
+        app_job = app_first["jobId"]
+        app_rest = FlinkRest(f"http://{_pod_ip(kube, own_namespace, f'flinkop.io/job-id={app_job}')}:8081")
+        app_count = app_rest.wait_state_counter_at_least(app_job, 100, timeout=120)
+
+        slow.touch()
+        jobs.patch_spec("app", {"cluster": {**app_spec(images[1], data_dir)["cluster"]}})
+        jobs.wait(
+            "app",
+            lambda r: ((r.get("status") or {}).get("upgrade") or {}).get("step") == "Savepointing",
+            "the upgrade's savepoint under way",
+            timeout=120,
+            interval=0.2,
+        )
+        before = {p["metadata"]["name"] for p in _operator_pods(kube)}
+        kube.kubectl(
+            "delete", "pods", "-n", OPERATOR_NAMESPACE, "-l", "app.kubernetes.io/name=flinkop",
+            "--grace-period=0", "--force", "--wait=false",
+        )  # fmt: skip
+        slow.unlink(missing_ok=True)
+        done = jobs.wait("app", is_ready_at_current_generation, "application mode Ready after the upgrade", timeout=300)
+        assert not before & {p["metadata"]["name"] for p in _operator_pods(kube)}, "the pods were replaced"
+        app_status = done["status"]
+        app_new = app_status["jobId"]
+        assert app_new != app_job and app_status["deployedSpec"]["cluster"]["image"] == images[1]
+        upgrades = [p for p in app_status["savepointHistory"] if p["reason"] == "upgrade"]
+        assert len(upgrades) == 1 and upgrades[0]["path"] == app_status["lastSavepoint"]["path"]
+        app_rest = FlinkRest(f"http://{_pod_ip(kube, own_namespace, f'flinkop.io/job-id={app_new}')}:8081")
+        assert [j["jid"] for j in app_rest.jobs_overview()] == [app_new]
+        assert app_rest.restored_from(app_new) == app_status["lastSavepoint"]["path"]
+        assert app_rest.wait_state_counter_at_least(app_new, app_count + 1, timeout=120) > app_count
+
+        jobs.delete("app")  # a final savepoint through the JobManager, then the cluster goes with it
+        jobs.wait_gone("app", timeout=180)
+        def cluster_objects() -> list[str]:
+            selector = "flinkop.io/flinkjob=app"
+            kinds = "deployments,services,configmaps"
+            found = kube.kubectl("get", kinds, "-n", own_namespace, "-l", selector, "-o", "name")
+            return list(found.stdout.split())
+
+        _wait_for(lambda: not cluster_objects(), 120, "the garbage collector to remove the cluster")
+    finally:
+        slow.unlink(missing_ok=True)
