@@ -637,3 +637,70 @@ def test_the_operator_killed_mid_upgrade_in_application_mode_finishes_it_after_r
     finally:
         slow.unlink(missing_ok=True)
         proc.stop()
+
+
+def test_a_job_moves_from_a_session_cluster_to_its_own_cluster_and_back_through_suspend_keeping_its_state(
+    kube: KubeCluster,
+    node: Node,
+    own_app_ns: str,
+    app_operator: Any,
+    flink: Any,
+    test_job_jar: Path,
+    data_dir: Path,
+    job_images: tuple[str, str],
+) -> None:
+    """Suspend on the session cluster, then the mode changed with `state: running`: the job starts on its own
+    cluster from the suspend savepoint; and back. The savepoints are in one directory that the bed's session
+    cluster (on this host) and the pods (a hostPath at the same path) both reach."""
+    from testbed.flinkjobs import FlinkJobs, is_ready_at_current_generation
+
+    savepoints = data_dir / "savepoints"
+    savepoints.mkdir()
+    savepoints.chmod(0o777)  # the pods' Flink user (9999) writes its savepoints beside the host's
+    shared = {"savepointDirectory": savepoints.as_uri()}
+    cluster = app_spec(job_images[0], data_dir)["cluster"]
+    container = cluster["podTemplate"]["spec"]["containers"][0]
+    container["volumeMounts"].append({"name": "data", "mountPath": str(data_dir)})  # the host's paths, as they are
+    session = {"flinkRestUrl": flink.rest_url, "jar": {"uri": test_job_jar.as_uri()}, "parallelism": 2,
+               "args": RATE_ARGS, **shared}  # fmt: skip
+    jobs = FlinkJobs(kube.api_client(), own_app_ns)
+    jobs.create("mover", session)
+
+    def ready(what: str) -> dict[str, Any]:
+        return jobs.wait("mover", is_ready_at_current_generation, what, timeout=300, interval=1)["status"]
+
+    def suspend() -> dict[str, Any]:
+        jobs.patch_spec("mover", {"state": "suspended"})
+        return jobs.wait(
+            "mover", lambda r: (r.get("status") or {}).get("phase") == "Suspended", "Suspended", timeout=180
+        )["status"]
+
+    try:
+        on_session = ready("Ready on the session cluster")["jobId"]
+        session_rest = FlinkRest(flink.rest_url)
+        count = session_rest.wait_state_counter_at_least(on_session, 100, timeout=120)
+        parked = suspend()
+        assert parked["lastSavepoint"]["path"].startswith(savepoints.as_uri().replace("file://", "file:"))
+
+        # To its own cluster: the mode and `state: running` in one change.
+        to_app = {"flinkRestUrl": None, "cluster": cluster, "jar": {"uri": f"local:///opt/flink/job/{test_job_jar.name}"}}
+        jobs.patch_spec("mover", {**to_app, "state": "running"})
+        on_app = ready("Ready on its own cluster")
+        app_job = on_app["jobId"]
+        app_rest = FlinkRest(_wait(lambda: _rest_url(kube, own_app_ns, app_job), 60, "the JobManager's pod IP"))
+        assert app_rest.restored_from(app_job) == parked["lastSavepoint"]["path"]
+        count = app_rest.wait_state_counter_at_least(app_job, count + 1, timeout=120)
+        assert session_rest.running_jobs() == [] or app_job not in session_rest.running_jobs()
+
+        # And back to the session cluster.
+        parked = suspend()
+        _wait(lambda: not _deployments(kube, own_app_ns, "mover"), 120, "its cluster removed")
+        jobs.patch_spec("mover", {**session, "cluster": None, "state": "running"})
+        back = ready("Ready on the session cluster again")["jobId"]
+        assert session_rest.restored_from(back) == parked["lastSavepoint"]["path"]
+        assert session_rest.wait_state_counter_at_least(back, count + 1, timeout=120) > count
+        jobs.delete("mover")
+        jobs.wait_gone("mover", timeout=120)
+    except AssertionError:
+        print(pod_logs(kube, own_app_ns))
+        raise
