@@ -1,15 +1,14 @@
-"""Application mode's building blocks on the bed's real node: the objects flinkop.app_cluster builds for a
-FlinkJob, applied and read by flinkop.app_cluster_kube, run a real Flink 2.3 application cluster.
+"""Application mode on the bed's real node: the operator runs FlinkJobs' own Flink 2.3 clusters, and the
+building blocks it uses (flinkop.app_cluster's objects, applied and read by flinkop.app_cluster_kube).
 
 The job's jar is in an image (the bed's Flink image plus the test job under /opt/flink/job/, as a team
 would build theirs); savepoints and checkpoints go to a host directory every pod mounts (a hostPath in the
 FlinkJob's pod template: one node). The TaskManagers reach the JobManager by its headless Service's name
-through the bed's cluster DNS; this test process, outside the cluster, reaches REST at the JobManager's
-pod IP (RestAddress.POD_IP, what an operator without cluster DNS is told by FLINKOP_APP_REST_ADDRESS).
-No operator runs here: the test does what the operator's passes will do, step by step, as the bed's
-non-admin operator user bound to deploy/rbac.yaml's ClusterRole (what it needs of these objects).
+through the bed's cluster DNS; the operator and this test process, outside the cluster, reach REST at the
+JobManager's pod IP (FLINKOP_APP_REST_ADDRESS=pod-ip). The operator runs as the bed's non-admin operator
+user bound to deploy/rbac.yaml's ClusterRole (plus listing namespaces, for `--namespace`), except in the
+crash test, which restarts its own; the building-block tests act as that user too.
 """
-
 from __future__ import annotations
 
 import json
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from flinkop.app_cluster import FLINKJOB_LABEL, GENERATION_LABEL, JOB_ID_LABEL, ClusterStart, build_cluster
-from flinkop.app_cluster_kube import AppClusterError, AppClusterKube, ClusterReadiness, RestAddress
+from flinkop.app_cluster_kube import AppClusterError, AppClusterKube, ClusterReadiness
 from flinkop.spec import parse_spec
 from testbed.app_mode import DATA_MOUNT, RATE_ARGS, app_spec
 from testbed.flink_rest import FlinkRest
@@ -147,93 +146,6 @@ def owned_objects(kube: KubeCluster, namespace: str, flinkjob_label: str) -> lis
         "-l", f"{FLINKJOB_LABEL}={flinkjob_label}", "-o", "name", check=False,
     )  # fmt: skip
     return result.stdout.split()
-
-
-def test_application_cluster_runs_the_job_under_the_given_id_and_an_upgrade_from_its_savepoint_keeps_the_state(
-    kube: KubeCluster,
-    node: Node,
-    clusters: AppClusterKube,
-    app_ns: str,
-    data_dir: Path,
-    job_images: tuple[str, str],
-) -> None:
-    flinkjob = create_flinkjob(kube, app_ns, "counter", app_spec(job_images[0], data_dir))
-
-    # (a) The cluster comes up and runs the job under the id the operator chose.
-    first = ClusterStart(uuid.uuid4().hex)
-    objects = start_cluster(clusters, flinkjob, first)
-    try:
-        readiness = wait_ready(clusters, app_ns, objects)
-        url = clusters.rest_url(app_ns, objects.names, first.job_id, RestAddress.POD_IP)
-        assert url is not None
-        rest = FlinkRest(url)
-        rest.wait_job_running(first.job_id, timeout=180)
-    except AssertionError:
-        print(pod_logs(kube, app_ns))
-        raise
-    assert readiness.jobmanager.ready == 1 and readiness.taskmanager.ready == readiness.taskmanager.wanted == 1
-    assert readiness.problems == ()
-    assert [j["jid"] for j in rest.jobs_overview()] == [first.job_id]
-    assert rest.job_parallelism(first.job_id) == 2
-    # The TaskManager found the JobManager by the Service's DNS name and registered from its pod IP.
-    overview = rest.get("/overview")
-    assert overview["taskmanagers"] == 1 and overview["slots-total"] == 2
-    taskmanagers = rest.get("/taskmanagers")["taskmanagers"]
-    tm_pods = json.loads(
-        kube.kubectl("get", "pods", "-n", app_ns, "-l", "flinkop.io/component=taskmanager", "-o", "json").stdout
-    )["items"]
-    assert [tm["id"] for tm in taskmanagers] == [p["metadata"]["name"] for p in tm_pods]
-    config = {e["key"]: e["value"] for e in rest.get("/jobmanager/config")}
-    assert config["jobmanager.rpc.address"] == f"counter-jobmanager.{app_ns}"
-    # Inside the cluster, the REST URL the operator uses by default (RestAddress.SERVICE) answers too.
-    service_url = clusters.rest_url(app_ns, objects.names, first.job_id, RestAddress.SERVICE)
-    assert service_url == f"http://counter-jobmanager.{app_ns}.svc:8081"
-    host, port = service_url.removeprefix("http://").split(":")
-    request = f"GET /jobs/overview HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n"
-    probe = f"exec 3<>/dev/tcp/{host}/{port}; printf '{request}' >&3; cat <&3"
-    answer = kube.kubectl("exec", tm_pods[0]["metadata"]["name"], "-n", app_ns, "--", "bash", "-c", probe).stdout
-    assert "200 OK" in answer and first.job_id in answer, answer[-500:]
-    assert rest.restored_from(first.job_id) is None
-    count_before = rest.wait_state_counter_at_least(first.job_id, 100, timeout=120)
-
-    # (b) Stop with a savepoint through REST; the JobManager stays up to tell the job's end.
-    savepoint = rest.stop_with_savepoint(first.job_id, timeout=120)
-    assert savepoint.startswith(f"file:{DATA_MOUNT}/savepoints/")
-    assert (data_dir / "savepoints" / Path(savepoint).name).is_dir()
-    assert rest.wait_job_state(first.job_id, "FINISHED") == "FINISHED"
-    count_at_savepoint = count_before  # a FINISHED job reports no metrics: the last count read before the stop
-
-    # The next generation (another image: an upgrade) starts from that savepoint under a new job id, its
-    # objects replacing the first generation's in place.
-    second = ClusterStart(uuid.uuid4().hex, savepoint_path=savepoint)
-    new_spec = app_spec(job_images[1], data_dir)
-    upgraded = start_cluster(clusters, flinkjob, second, new_spec)
-    assert upgraded.generation != objects.generation
-    try:
-        wait_ready(clusters, app_ns, upgraded)
-        url2 = _wait(
-            lambda: clusters.rest_url(app_ns, upgraded.names, second.job_id, RestAddress.POD_IP), 60, "a REST URL"
-        )
-        rest2 = FlinkRest(url2)
-        rest2.wait_job_running(second.job_id, timeout=180)
-    except AssertionError:
-        print(pod_logs(kube, app_ns))
-        raise
-    assert [j["jid"] for j in rest2.jobs_overview()] == [second.job_id]
-    assert rest2.restored_from(second.job_id) == savepoint
-    # State continuity: the counter goes on from the savepoint's counts, and the keys came with a count.
-    assert rest2.wait_state_counter_at_least(second.job_id, count_at_savepoint + 1, timeout=120) > count_at_savepoint
-    assert rest2.restored_keys(second.job_id) > 0
-    # Only the new generation's pods remain.
-    pods = json.loads(kube.kubectl("get", "pods", "-n", app_ns, "-l", f"{FLINKJOB_LABEL}=counter", "-o", "json").stdout)
-    live = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
-    assert {p["metadata"]["labels"][GENERATION_LABEL] for p in live} == {upgraded.generation}
-    assert {p["metadata"]["labels"][JOB_ID_LABEL] for p in live} == {second.job_id}
-
-    # (d) Deleting the FlinkJob removes its cluster: the owner references and the garbage collector.
-    assert owned_objects(kube, app_ns, "counter")
-    kube.kubectl("delete", "flinkjob", "counter", "-n", app_ns)
-    _wait(lambda: not owned_objects(kube, app_ns, "counter"), 120, "the garbage collector to remove the cluster")
 
 
 def test_readiness_names_a_missing_image_an_unschedulable_pod_and_a_crash_loop(
@@ -452,7 +364,22 @@ def test_the_operator_deploys_upgrades_suspends_resumes_and_deletes_an_applicati
     assert first["phase"] == "Running" and first["clusterReadiness"].startswith("JobManager 1/1 ready")
     assert _jobmanager_job_ids(kube, own_app_ns, "app") == {job1}
     url = _wait(lambda: _rest_url(kube, own_app_ns, job1), 60, "the JobManager's pod IP")
-    count_before = FlinkRest(url).wait_state_counter_at_least(job1, 100, timeout=120)
+    rest1 = FlinkRest(url)
+    assert [j["jid"] for j in rest1.jobs_overview()] == [job1] and rest1.restored_from(job1) is None
+    # The TaskManager found the JobManager by the Service's DNS name and registered from its pod.
+    assert rest1.get("/overview")["taskmanagers"] == 1 and rest1.get("/overview")["slots-total"] == 2
+    selector = f"{FLINKJOB_LABEL}=app,flinkop.io/component=taskmanager"
+    tm_pods = json.loads(kube.kubectl("get", "pods", "-n", own_app_ns, "-l", selector, "-o", "json").stdout)["items"]
+    assert [tm["id"] for tm in rest1.get("/taskmanagers")["taskmanagers"]] == [p["metadata"]["name"] for p in tm_pods]
+    config = {e["key"]: e["value"] for e in rest1.get("/jobmanager/config")}
+    assert config["jobmanager.rpc.address"] == f"app-jobmanager.{own_app_ns}"
+    # Inside the cluster the Service's name answers REST (what an operator in the cluster uses by default).
+    host, port = f"app-jobmanager.{own_app_ns}.svc", 8081
+    request = f"GET /jobs/overview HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n"
+    probe = f"exec 3<>/dev/tcp/{host}/{port}; printf '{request}' >&3; cat <&3"
+    answer = kube.kubectl("exec", tm_pods[0]["metadata"]["name"], "-n", own_app_ns, "--", "bash", "-c", probe).stdout
+    assert "200 OK" in answer and job1 in answer, answer[-500:]
+    count_before = rest1.wait_state_counter_at_least(job1, 100, timeout=120)
 
     # (b) Upgrade (another image): stop with a savepoint, a new cluster for a new job id from it, the state kept.
     jobs.patch_spec("app", {"cluster": {**app_spec(job_images[1], data_dir)["cluster"]}})
@@ -463,6 +390,11 @@ def test_the_operator_deploys_upgrades_suspends_resumes_and_deletes_an_applicati
     assert (data_dir / "savepoints" / Path(savepoint).name).is_dir()
     assert second["deployedSpec"]["cluster"]["image"] == job_images[1]
     assert _jobmanager_job_ids(kube, own_app_ns, "app") == {job2}
+    # Only the new start's pods remain: its deployment generation and job id.
+    pods = json.loads(kube.kubectl("get", "pods", "-n", own_app_ns, "-l", f"{FLINKJOB_LABEL}=app", "-o", "json").stdout)
+    live = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+    assert {p["metadata"]["labels"][GENERATION_LABEL] for p in live} == {second["deployedSpecFingerprint"]}
+    assert {p["metadata"]["labels"][JOB_ID_LABEL] for p in live} == {job2}
     rest2 = FlinkRest(_wait(lambda: _rest_url(kube, own_app_ns, job2), 60, "the new JobManager's pod IP"))
     assert rest2.restored_from(job2) == savepoint
     assert rest2.wait_state_counter_at_least(job2, count_before + 1, timeout=120) > count_before
