@@ -509,7 +509,8 @@ def test_the_operator_killed_mid_upgrade_in_application_mode_finishes_it_after_r
     bed_dir: Path,
 ) -> None:
     """SIGKILL while the upgrade's savepoint runs, and again right after the new start is recorded (the
-    cluster applied or not yet): each time a new operator finishes the upgrade from the status."""
+    cluster applied or not yet): each time a new operator finishes the upgrade from the status. The second
+    change is of the parallelism alone: in application mode an upgrade too, with the TaskManagers following."""
     from testbed.flinkjobs import FlinkJobs, is_ready_at_current_generation
     from testbed.operator_process import start_operator
 
@@ -531,12 +532,18 @@ def test_the_operator_killed_mid_upgrade_in_application_mode_finishes_it_after_r
     try:
         jobs.create("crash", app_spec(job_images[0], data_dir, args=args))
         job = jobs.wait("crash", is_ready_at_current_generation, "Ready", timeout=300, interval=1)["status"]["jobId"]
-        for n, (image, kill_when) in enumerate(((job_images[1], "savepointing"), (job_images[0], "submitting"))):
+        # An image change, killed while its savepoint runs; then a parallelism change (3 at 2 slots each: two
+        # TaskManagers), killed right after its start is recorded.
+        changes = (
+            ({"cluster": {**app_spec(job_images[1], data_dir)["cluster"]}}, "savepointing"),
+            ({"parallelism": 3}, "submitting"),
+        )
+        for n, (change, kill_when) in enumerate(changes):
             rest = FlinkRest(_wait(lambda: _rest_url(kube, own_app_ns, job), 60, "the JobManager's pod IP"))  # noqa: B023
             before = rest.wait_state_counter_at_least(job, 100, timeout=120)
             if kill_when == "savepointing":
                 slow.touch()  # the savepoint takes seconds: the operator dies while Flink works on it
-            jobs.patch_spec("crash", {"cluster": {**app_spec(image, data_dir)["cluster"]}})
+            jobs.patch_spec("crash", change)
 
             def reached(r: dict[str, Any], when: str = kill_when) -> bool:
                 up = (r.get("status") or {}).get("upgrade") or {}
@@ -552,7 +559,7 @@ def test_the_operator_killed_mid_upgrade_in_application_mode_finishes_it_after_r
             done = jobs.wait("crash", is_ready_at_current_generation, f"Ready after kill {n}", timeout=300, interval=1)
             status = done["status"]
             new_job = status["jobId"]
-            assert new_job != job and status["deployedSpec"]["cluster"]["image"] == image
+            assert new_job != job and status["deployedSpec"]["cluster"]["image"] == job_images[1]
             if upgrade.get("newJobId"):
                 assert new_job == upgrade["newJobId"], "the job id recorded before the start must be used"
             assert _jobmanager_job_ids(kube, own_app_ns, "crash") == {new_job}, "exactly one JobManager runs"
@@ -562,6 +569,9 @@ def test_the_operator_killed_mid_upgrade_in_application_mode_finishes_it_after_r
             upgrades = [s for s in status["savepointHistory"] if s["reason"] == "upgrade"]
             assert len(upgrades) == n + 1, status["savepointHistory"]
             assert rest.wait_state_counter_at_least(new_job, before + 1, timeout=120) > before
+            parallelism = int(change.get("parallelism", 2))
+            assert rest.job_parallelism(new_job) == parallelism == status["parallelism"]
+            assert rest.get("/overview")["taskmanagers"] == -(-parallelism // 2)  # TaskManagers follow it
             job = new_job
     except AssertionError:
         print(pod_logs(kube, own_app_ns))
