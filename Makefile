@@ -6,12 +6,16 @@ PY := $(VENV)/bin/python
 BED_DIR := $(CURDIR)/.bed
 export PYTHONPATH := $(CURDIR)/tests:$(CURDIR)/operator
 
-.PHONY: test unit integration lint demo demo-down clean distclean system-deps venv bed-binaries node-binaries bed-images bench bench-10k help
+.PHONY: test unit integration lint demo demo-app demo-down clean distclean system-deps venv bed-binaries node-binaries bed-images bench bench-app bench-10k help
 
 help:
-	@echo "make test    - install what is missing, lint, run unit and integration tests on the real bed"
-	@echo "make demo    - start the bed and the operator, apply a sample FlinkJob, upgrade it, show status"
-	@echo "make clean   - stop everything the demo started and remove .bed/"
+	@echo "make test      - install what is missing, lint, run unit and integration tests on the real bed"
+	@echo "make demo      - start the bed and the operator, apply a sample FlinkJob, upgrade it, show status"
+	@echo "make demo-app  - the same in application mode on the bed's real node (root, slower, one node per machine)"
+	@echo "make demo-down - stop what a demo started, its node too (keeps .bed/)"
+	@echo "make clean     - stop everything the demo started and remove .bed/"
+	@echo "make bench     - benchmarks B1-B3, results in bench/RESULTS.md"
+	@echo "make bench-app - benchmark B4 (application-mode upgrade) on the bed's real node (root)"
 
 system-deps:
 	@bash tests/bed/scripts/install-system-deps.sh
@@ -63,6 +67,13 @@ bench: bed-binaries
 	$(PY) bench/b3_scale.py --jobs 1000 --clusters 10 --out bench/results/b3.json
 	$(PY) bench/report.py
 
+# B4: an application-mode upgrade by the operator against the same steps by hand, on the bed's real node
+# (root; one node per machine, so not while tests with the node run; the bed's start and a few minutes
+# per pair). Not part of `bench`.
+bench-app: bed-images
+	$(PY) bench/b4_app_upgrade.py --pairs 3 --out bench/results/b4.json
+	$(PY) bench/report.py
+
 # B3 pushed to 10,000 FlinkJobs over 100 simulated clusters, to see where one operator breaks first
 # (up to an hour; its results go into bench/RESULTS.md too).
 bench-10k: bed-binaries
@@ -77,6 +88,11 @@ e2e-kind:
 
 demo: bed-binaries
 	$(PY) -m testbed demo --dir $(BED_DIR)
+
+# Application mode on the bed's real node: a FlinkJob with spec.cluster, upgraded by an image change;
+# the bed (node included) keeps running until `make demo-down` or `make clean`.
+demo-app: bed-images
+	$(PY) -m testbed demo-app --dir $(BED_DIR)
 
 demo-down:
 	-@[ -x $(PY) ] && $(PY) -m testbed down --dir $(BED_DIR) || true

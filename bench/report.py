@@ -363,14 +363,95 @@ B3_10K_NOTES = [
 ]
 
 
-SECTIONS: list[Callable[[], list[str]]] = [b1, b2, b3]
+def b4() -> list[str]:
+    out = ["## B4: application-mode upgrade overhead against the same steps by hand", ""]
+    out += [
+        "Method (`bench/b4_app_upgrade.py`, `make bench-app`): the bed's real node (containerd, kubelet,",
+        "controller-manager, scheduler) runs two application clusters side by side, each a JobManager",
+        "Deployment (`standalone-job`) and one TaskManager pod, the test job at parallelism 2 (200 records/s,",
+        "checkpoints every second) from an image with the job's jar, savepoints on a host directory every pod",
+        "mounts. A is a FlinkJob the operator serves (on the host, `FLINKOP_APP_REST_ADDRESS=pod-ip`); each",
+        "pair patches its `spec.cluster.image` to another tag of the same image. B is the operator's sequence",
+        "by hand on a second cluster (built by `flinkop.app_cluster.build_cluster`, owned by a FlinkJob in a",
+        "namespace no operator serves): `POST /jobs/<id>/stop`, the savepoint polled at the operator's pace",
+        "(every 0.1 s for 2 s, then 0.25 s), the old job's end awaited, then the cluster's objects applied for a",
+        "new job id with `--fromSavepoint` and the other tag (`AppClusterKube.apply`: the pods are replaced,",
+        "`Recreate`). For both, the end is the moment this script, reading the new JobManager's live",
+        "`/jobs/overview` at its pod IP every 10 ms (the pod listed every 50 ms), first sees the new job with",
+        "every task RUNNING. Total = end minus the patch (A) or B's stop call; downtime = end minus the old",
+        "job's `end-time` as Flink records it, read from the old JobManager (which stays up after its job",
+        "ends until its pod is replaced) every 10 ms from the patch or stop on, for A and B alike.",
+        "",
+    ]
+    data = load("b4.json")
+    if data is None:
+        return [*out, "No results: run `make bench-app` (needs root and the node; one node per machine).", ""]
+    settings = data.get("settings") or {}
+    out += [
+        f"Run of {when('b4.json')} (raw figures in `bench/results/b4.json`; {settings.get('cpu_per_pod', '?')} CPU "
+        "per pod):",
+        "",
+    ]
+    out += [
+        "| pair | A total (s) | B total (s) | A downtime (s) | B downtime (s) | A: pod IP / REST / all running (s) "
+        "| B: pod IP / REST / all running (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    runs = data["runs"]
+
+    def marks(r: dict[str, Any]) -> str:
+        m = r.get("marks") or {}
+        return f"{f(m.get('pod_ip'), 1)} / {f(m.get('rest_answers'), 1)} / {f(m.get('all_running'), 1)}"
+
+    def downtime(r: dict[str, Any]) -> str:
+        return f(r["downtime"]) + ("" if r.get("end_source", "end-time") == "end-time" else "*")
+
+    for pair in sorted({r["pair"] for r in runs}):
+        a = next(r for r in runs if r["pair"] == pair and r["kind"] == "A")
+        b = next(r for r in runs if r["pair"] == pair and r["kind"] == "B")
+        out.append(
+            f"| {pair} | {f(a['total'])} | {f(b['total'])} | {downtime(a)} | {downtime(b)} | {marks(a)} | {marks(b)} |"
+        )
+    s = data["summary"]
+    out.append(
+        f"| **median** | **{f(s['total']['A_median'])}** | **{f(s['total']['B_median'])}** | "
+        f"**{f(s['downtime']['A_median'])}** | **{f(s['downtime']['B_median'])}** | | |"
+    )
+    out += [
+        "",
+        f"**A/B: {f(s['total']['A_over_B'])} on total time, {f(s['downtime']['A_over_B'])} on downtime.**",
+        "",
+    ]
+    if any(r.get("end_source", "end-time") != "end-time" for r in runs):
+        out += [
+            "\\* the old JobManager was gone before its job's end-time was read: the savepoint's `_metadata`",
+            "modification time on the host stands in (earlier than the job's end, so that downtime reads longer).",
+            "",
+        ]
+    return out + B4_NOTES
+
+
+B4_NOTES = [
+    "Notes: the node has 2 CPUs, so each pod gets the CPU in the table (requested and limited alike, as the",
+    "operator sets them) for both clusters to fit; absolute times are longer than at a whole CPU, for A and",
+    "B alike. The columns after the downtimes give, from the patch (A) or the stop call (B), when the new",
+    "JobManager pod had an IP, when its REST API first answered and when every task ran: the part of",
+    "either upgrade that is Kubernetes and Flink starting the new pods. By design A does what B does plus",
+    "the operator's own work: the patch's watch event and the pass's reads before the stop, the status write",
+    "that records the savepoint and the new job id before the apply, and its passes' reads in between.",
+    "",
+]
+
+
+SECTIONS: list[Callable[[], list[str]]] = [b1, b2, b3, b4]
 
 
 def main() -> int:
     out = [
         "# Benchmarks",
         "",
-        "Written by `bench/report.py` from `bench/results/*.json` (`make bench` runs B1, B2 and B3, then this).",
+        "Written by `bench/report.py` from `bench/results/*.json` (`make bench` runs B1, B2 and B3, then this;",
+        "`make bench-app` runs B4 on the bed's real node, then this).",
         f"Machine: {machine()}; OpenJDK 17, Flink 2.3.0 session cluster and kube-apiserver v1.20.2 from the",
         "test bed, all on loopback. Absolute times on this shared machine are context only; the comparisons",
         "are ratios of runs made side by side, interleaved A B A B.",

@@ -39,12 +39,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import yaml
 
 from testbed import procs
-from testbed.kube import NODE_NAME, KubeCluster, KubectlError, cache_dir
+from testbed.kube import NODE_NAME, KubeCluster, KubectlError, cache_dir, kubectl_binary
 
 if TYPE_CHECKING:
     from testbed.images import ImageTar
@@ -182,11 +182,7 @@ class Node:
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
         """`ctr` against this node's containerd, in the CRI's namespace k8s.io."""
-        argv = ["ctr", f"--address={self.containerd_socket}", "--namespace=k8s.io", *args]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        if check and done.returncode != 0:
-            raise NodeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-        return done
+        return _ctr_at(self.containerd_socket, *args, check=check, timeout=timeout)
 
     def import_images(self, tars: list[ImageTar]) -> float:
         """Imports the images containerd does not hold yet (or holds at another digest), unpacked for
@@ -219,7 +215,7 @@ class Node:
         if self.cluster_dns is not None:
             self.cluster_dns.stop(timeout=5)
         if self.containerd.alive():
-            _remove_leftover_containers(self)
+            _remove_leftover_containers(self.containerd_socket)
         self.containerd.stop(timeout=10)
         for pid in _shim_pids(self.containerd_socket):
             with contextlib.suppress(ProcessLookupError):
@@ -239,6 +235,14 @@ class Node:
             self._image_root_lock = None
         if errors:
             _say("teardown left: " + "; ".join(errors))
+
+
+def _ctr_at(socket: Path, *args: str, check: bool = True, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+    argv = ["ctr", f"--address={socket}", "--namespace=k8s.io", *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and done.returncode != 0:
+        raise NodeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return done
 
 
 def _rss_mib(pid: int) -> float:
@@ -497,12 +501,19 @@ def start_node(
     *,
     images: tuple[str, ...] | None = None,
     timeout: float = _READY_TIMEOUT,
+    detach: bool = False,
 ) -> Node:
     """Starts containerd, imports the images, starts the kubelet, controller-manager and scheduler
     against `kube`, and waits until the node is Ready and the `default` ServiceAccount has its token.
 
     `images` names images of testbed.images (all of them by default); they are built first when
-    not cached. Raises NodeError, with log tails, if the node does not come up (and cleans up)."""
+    not cached. Raises NodeError, with log tails, if the node does not come up (and cleans up).
+
+    `detach=True` lets the node outlive this Python process (the demo's bed): pid files in
+    workdir/pids/ and what its teardown needs in workdir/DETACHED_STATE; `stop_detached_node(workdir)`
+    stops it and cleans up as `Node.stop()` does. The shared image store's lock is held only while this
+    process lives; no other node starts while this one runs anyway (the kubelet's fixed device-plugin
+    socket is checked first)."""
     from testbed import images as bed_images
 
     started = time.monotonic()
@@ -571,6 +582,7 @@ def start_node(
         [sys.executable, "-m", "testbed.cluster_dns", "--listen", host_ip, "--kubeconfig", str(kube.admin_kubeconfig)],
         logs / "cluster-dns.log",
         env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        **_detached(workdir, "cluster-dns", detach),
     )
 
     containerd = procs.ManagedProcess(
@@ -578,6 +590,7 @@ def start_node(
         [tools["containerd"], f"--config={workdir / 'containerd' / 'config.toml'}", "--log-level=warn"],
         logs / "containerd.log",
         env=env,
+        **_detached(workdir, "containerd", detach),
     )
     kubelet = procs.ManagedProcess(
         "kubelet",
@@ -595,6 +608,7 @@ def start_node(
         ],
         logs / "kubelet.log",
         env=env,
+        **_detached(workdir, "kubelet", detach),
     )
     cm_kubeconfig = kube.component_kubeconfigs["controller-manager"]
     controller_manager = procs.ManagedProcess(
@@ -614,6 +628,7 @@ def start_node(
         ],
         logs / "kube-controller-manager.log",
         env=env,
+        **_detached(workdir, "kube-controller-manager", detach),
     )
     scheduler = procs.ManagedProcess(
         "kube-scheduler",
@@ -628,6 +643,7 @@ def start_node(
         ],
         logs / "kube-scheduler.log",
         env=env,
+        **_detached(workdir, "kube-scheduler", detach),
     )
     node = Node(
         kube=kube,
@@ -667,6 +683,15 @@ def start_node(
     except BaseException:
         node.stop()
         raise
+    if detach:
+        state = {
+            "name": name,
+            "socket": str(socket),
+            "image_root": str(image_root),
+            "image_root_shared": image_root_lock is not None,
+            "cgroups_before": {path: sorted(names) for path, names in cgroups_before.items()},
+        }
+        (workdir / DETACHED_STATE).write_text(json.dumps(state, indent=2) + "\n")
     node.startup_seconds = time.monotonic() - started
     _say(
         f"node {NODE_NAME} Ready in {node.startup_seconds:.1f} s (images {images_built - started:.1f} s, "
@@ -676,6 +701,87 @@ def start_node(
 
 
 _CLEAN_MARK = "flinkop-clean-stop"
+DETACHED_STATE = "detached-node.json"
+DETACHED_PROCESSES = ("kube-scheduler", "kube-controller-manager", "kubelet", "cluster-dns")  # containerd last
+
+
+def _detached(workdir: Path, name: str, detach: bool) -> dict[str, Any]:
+    """ManagedProcess arguments for a node process that outlives the starting process, with its pid file."""
+    return {"detach": detach, "pid_path": workdir / "pids" / f"{name}.pid" if detach else None}
+
+
+def _pidfile_alive(pid_file: Path) -> bool:
+    try:
+        os.killpg(int(pid_file.read_text().strip()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def stop_detached_node(workdir: Path, admin_kubeconfig: Path | None) -> bool:
+    """Stops a node started with `start_node(..., detach=True)` in `workdir` and cleans up after it as
+    `Node.stop()` does: its pods deleted through the apiserver first (when `admin_kubeconfig` is given
+    and the apiserver answers), the kubelet, controller-manager, scheduler and cluster DNS stopped, the
+    containers left killed, containerd stopped, then its pods' processes, mounts, cgroups, bridge and
+    what it wrote to the fixed paths removed. True if there was such a node. Needs root."""
+    state_file = workdir.resolve() / DETACHED_STATE
+    try:
+        state = json.loads(state_file.read_text())
+        name, socket = str(state["name"]), Path(state["socket"])
+        cgroups_before = {path: set(names) for path, names in state["cgroups_before"].items()}
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, KeyError) as exc:
+        raise NodeError(f"{state_file} cannot be read ({exc}); remove it and clean up by hand") from exc
+    pids = workdir.resolve() / "pids"
+    record_file = _record_path(name)
+    pod_uids: set[str] = set()
+    if admin_kubeconfig is not None and admin_kubeconfig.exists() and _pidfile_alive(pids / "kubelet.pid"):
+        kube = _KubectlAt(admin_kubeconfig)
+        with contextlib.suppress(KubectlError, subprocess.TimeoutExpired, OSError):
+            pod_uids = _node_pod_uids(kube)
+            _delete_node_pods(kube, timeout=30)
+    for proc in DETACHED_PROCESSES:
+        procs.stop_pidfile(pids / f"{proc}.pid")
+    if _containerd_answers(str(socket)):
+        _remove_leftover_containers(socket)
+    procs.stop_pidfile(pids / "containerd.pid")
+    errors: list[str] = []
+    try:
+        record = json.loads(record_file.read_text())
+        fixed_before = {
+            path: None if entries is None else set(entries) for path, entries in record["fixed_before"].items()
+        }
+        errors = _clean_up_after(
+            record_file,
+            Path(record["workdir"]),
+            socket,
+            str(record["bridge"]),
+            str(record["cgroup_root"]),
+            fixed_before,
+            cgroups_before=cgroups_before,
+            pod_uids=pod_uids,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        errors.append(f"node record {record_file} unreadable ({exc}): its bridge, mounts and cgroups were left")
+    if state.get("image_root_shared") and not errors:
+        _mark_image_root_clean(Path(state["image_root"]))
+    state_file.unlink(missing_ok=True)
+    if errors:
+        _say("teardown left: " + "; ".join(errors))
+    return True
+
+
+def _mark_image_root_clean(image_root: Path) -> None:
+    """Marks the shared image store as cleanly stopped (the next node reuses it), unless another node
+    holds it by now."""
+    with open(cache_dir() / "containerd-root.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        if image_root.is_dir():
+            (image_root / _CLEAN_MARK).touch()
 
 
 def _record_path(name: str) -> Path:
@@ -721,24 +827,42 @@ def _sweep_stale_nodes() -> None:
             record_file.unlink(missing_ok=True)
             continue
         if _containerd_answers(socket_path):
-            continue  # a live node (of another process)
+            continue  # a live node (of another process, or detached)
         _say(f"cleaning up after {record_file.stem}, which was not stopped ({workdir})")
-        for _ in range(5):
-            victims = _cgroup_pids(cgroup_root) | set(_shim_pids(Path(socket_path)))
-            if not victims:
-                break
-            for pid in victims:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
-        _unmount_under(workdir)
-        _remove_cgroups(cgroup_root, _snapshot_cgroups())
-        _run_quiet(["ip", "link", "delete", bridge])
-        # Its pods' logs, CNI results, the kubelet's device-plugin files: what appeared since it started.
-        _clean_fixed_paths(fixed_before, set(), record_file.stem)
-        for sub in ("containerd", "kubelet"):
-            shutil.rmtree(workdir / sub, ignore_errors=True)
-        record_file.unlink(missing_ok=True)
+        _clean_up_after(record_file, workdir, Path(socket_path), bridge, cgroup_root, fixed_before)
+
+
+def _clean_up_after(
+    record_file: Path,
+    workdir: Path,
+    socket: Path,
+    bridge: str,
+    cgroup_root: str,
+    fixed_before: dict[str, set[str] | None],
+    cgroups_before: dict[str, set[str]] | None = None,
+    pod_uids: set[str] | None = None,
+) -> list[str]:
+    """What Node.stop does once its processes are gone, for a node whose containerd is gone: kills its
+    pods' processes (by its cgroup root) and containerd's shims (by socket), unmounts, removes its
+    cgroups (`cgroups_before`: the top-level ones that existed before it started; without it, only its
+    own root), its bridge, what it wrote to the fixed paths, and its record. Returns what it could not."""
+    for _ in range(5):
+        victims = _cgroup_pids(cgroup_root) | set(_shim_pids(socket))
+        if not victims:
+            break
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+    errors = _unmount_under(workdir)
+    errors += _remove_cgroups(cgroup_root, cgroups_before if cgroups_before is not None else _snapshot_cgroups())
+    _run_quiet(["ip", "link", "delete", bridge])
+    # Its pods' logs, CNI results, the kubelet's device-plugin files: what appeared since it started.
+    errors += _clean_fixed_paths(fixed_before, pod_uids or set(), record_file.stem)
+    for sub in ("containerd", "kubelet"):
+        shutil.rmtree(workdir / sub, ignore_errors=True)
+    record_file.unlink(missing_ok=True)
+    return errors
 
 
 def _image_root(workdir: Path) -> tuple[Path, IO[str] | None]:
@@ -810,7 +934,28 @@ def _default_token_exists(kube: KubeCluster) -> bool:
 # Teardown helpers
 
 
-def _node_pod_uids(kube: KubeCluster) -> set[str]:
+class _Kubectl(Protocol):
+    """What the teardown needs of the apiserver: KubeCluster, or _KubectlAt for a detached node."""
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]: ...
+
+
+@dataclass(frozen=True)
+class _KubectlAt:
+    """kubectl with a kubeconfig file (a detached node's teardown, run by another process than its start)."""
+
+    kubeconfig: Path
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        cache = self.kubeconfig.parent / "kubectl-cache"
+        argv = [kubectl_binary(), f"--kubeconfig={self.kubeconfig}", f"--cache-dir={cache}", *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and done.returncode != 0:
+            raise KubectlError(done.returncode, argv, done.stdout, done.stderr)
+        return done
+
+
+def _node_pod_uids(kube: _Kubectl) -> set[str]:
     result = kube.kubectl(
         "get", "pods", "-A", f"--field-selector=spec.nodeName={NODE_NAME}", "-o", "json", check=False, timeout=20
     )
@@ -819,7 +964,7 @@ def _node_pod_uids(kube: KubeCluster) -> set[str]:
     return {str(item["metadata"]["uid"]) for item in json.loads(result.stdout).get("items", [])}
 
 
-def _delete_node_pods(kube: KubeCluster, timeout: float) -> None:
+def _delete_node_pods(kube: _Kubectl, timeout: float) -> None:
     """Deletes the node's pods (their controllers first, so nothing recreates them) and waits for the
     kubelet to have stopped them, so the CNI plugin releases their addresses and veths."""
     selector = f"--field-selector=spec.nodeName={NODE_NAME}"
@@ -835,17 +980,17 @@ def _delete_node_pods(kube: KubeCluster, timeout: float) -> None:
     kube.kubectl("delete", "pods", "-A", selector, "--grace-period=0", "--force", check=False, timeout=30)
 
 
-def _remove_leftover_containers(node: Node) -> None:
+def _remove_leftover_containers(socket: Path) -> None:
     """Kills and deletes whatever containers the kubelet left (e.g. after it crashed)."""
-    tasks = node.ctr("tasks", "list", "-q", check=False).stdout.split()
+    tasks = _ctr_at(socket, "tasks", "list", "-q", check=False).stdout.split()
     for task in tasks:
-        node.ctr("tasks", "kill", "--signal", "SIGKILL", task, check=False)
+        _ctr_at(socket, "tasks", "kill", "--signal", "SIGKILL", task, check=False)
     deadline = time.monotonic() + 10
     for task in tasks:
-        while node.ctr("tasks", "delete", task, check=False).returncode != 0 and time.monotonic() < deadline:
+        while _ctr_at(socket, "tasks", "delete", task, check=False).returncode != 0 and time.monotonic() < deadline:
             time.sleep(0.2)
-    for container in node.ctr("containers", "list", "-q", check=False).stdout.split():
-        node.ctr("containers", "delete", container, check=False)
+    for container in _ctr_at(socket, "containers", "list", "-q", check=False).stdout.split():
+        _ctr_at(socket, "containers", "delete", container, check=False)
 
 
 def _unmount_under(root: Path) -> list[str]:

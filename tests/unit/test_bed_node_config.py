@@ -101,3 +101,17 @@ def test_image_tar_is_an_oci_layout_whose_digests_match_its_blobs(
 
     again = images._image("localhost/unit:1", [layer], {"Cmd": ["cat", "/hello.txt"]}, 0.0)
     assert again.cached and again.path == built.path
+
+
+def test_a_detached_node_writes_pid_files_in_its_directory_and_an_attached_one_none(tmp_path: Path) -> None:
+    assert node._detached(tmp_path, "kubelet", True) == {"detach": True, "pid_path": tmp_path / "pids" / "kubelet.pid"}
+    assert node._detached(tmp_path, "kubelet", False) == {"detach": False, "pid_path": None}
+
+
+def test_stopping_a_detached_node_where_none_was_started_does_nothing_and_an_unreadable_state_is_named(
+    tmp_path: Path,
+) -> None:
+    assert node.stop_detached_node(tmp_path, None) is False
+    (tmp_path / node.DETACHED_STATE).write_text("{not json")
+    with pytest.raises(node.NodeError, match=node.DETACHED_STATE):
+        node.stop_detached_node(tmp_path, None)
