@@ -23,7 +23,7 @@ import yaml
 from flinkop.app_cluster import FLINKJOB_LABEL, GENERATION_LABEL, JOB_ID_LABEL, ClusterStart, build_cluster
 from flinkop.app_cluster_kube import AppClusterError, AppClusterKube, ClusterReadiness
 from flinkop.spec import parse_spec
-from testbed.app_mode import DATA_MOUNT, RATE_ARGS, app_spec
+from testbed.app_jobs import DATA_MOUNT, RATE_ARGS, app_spec
 from testbed.flink_rest import FlinkRest
 from testbed.images import build_flink_job_image
 from testbed.kube import KubeCluster
@@ -604,7 +604,7 @@ def test_a_job_moves_from_a_session_cluster_to_its_own_cluster_and_back_through_
     container = cluster["podTemplate"]["spec"]["containers"][0]
     container["volumeMounts"].append({"name": "data", "mountPath": str(data_dir)})  # the host's paths, as they are
     session = {"flinkRestUrl": flink.rest_url, "jar": {"uri": test_job_jar.as_uri()}, "parallelism": 2,
-               "args": RATE_ARGS, **shared}  # fmt: skip
+               "args": list(RATE_ARGS), **shared}  # fmt: skip
     jobs = FlinkJobs(kube.api_client(), own_app_ns)
     jobs.create("mover", session)
 

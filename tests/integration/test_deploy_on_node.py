@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 import pytest
 import requests
 import yaml
-from testbed.app_mode import DATA_MOUNT, app_spec
+from testbed.app_jobs import DATA_MOUNT, app_spec
 from testbed.flink_rest import FlinkRest
 from testbed.flinkjobs import FlinkJobs, is_ready_at_current_generation
 from testbed.images import FLINK_IMAGE, OPERATOR_IMAGE, build_flink_job_image
