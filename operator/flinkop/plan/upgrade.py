@@ -14,7 +14,7 @@ from flinkop.actions import (
     DeleteJar,
     SubmitJob,
 )
-from flinkop.observation import JarCheck
+from flinkop.observation import APP_JAR_ID, JarCheck
 from flinkop.plan import stability
 from flinkop.plan.app import starting_here, waiting_for_start
 from flinkop.plan.common import (
@@ -221,7 +221,16 @@ def upgrade_done(d: Draft, up: Upgrade, parallelism: int, jar: JarCheck | None) 
         started_from=up.savepoint_path,
         message=message,
     )
-    unused = old_jar and new_jar and old_jar != new_jar and old_jar not in d.inp.jars_used_elsewhere
+    # The old jar is on the cluster the old job ran on: never asked of another (a move between modes).
+    same_cluster = up.source is None or (up.source.cluster is None) == (up.target.cluster is None)
+    unused = (
+        same_cluster
+        and old_jar
+        and new_jar
+        and old_jar != new_jar
+        and APP_JAR_ID not in (old_jar, new_jar)
+        and old_jar not in d.inp.jars_used_elsewhere
+    )
     action = DeleteJar(old_jar) if unused and old_jar else None
     return d.finish(action=action)
 
