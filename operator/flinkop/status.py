@@ -29,6 +29,14 @@ STARTING = "Starting"  # newJobId submitted: wait until every vertex runs
 RESCALING = "Rescaling"  # new resource requirements set: wait until every vertex runs at the target
 
 
+
+def spec_patch(deployment: Deployment) -> dict[str, Any]:
+    """A deployment as the status writes it: with `cluster` null on a session cluster. Its fingerprint
+    leaves the key out (session fingerprints stay as they were), but the status is written as a merge
+    patch, which would keep the `cluster` of an application-mode spec written before (a move between
+    modes) where the key is absent."""
+    return {"cluster": None, **deployment.to_dict()}
+
 @dataclass(frozen=True)
 class Savepoint:
     path: str
@@ -92,10 +100,10 @@ class Upgrade:
         d: dict[str, Any] = {
             "kind": self.kind,
             "step": self.step,
-            "targetSpec": self.target.to_dict(),
+            "targetSpec": spec_patch(self.target),
             "startedAt": self.started_at,
             "stepStartedAt": self.step_started_at,
-            "sourceSpec": self.source.to_dict() if self.source else None,
+            "sourceSpec": spec_patch(self.source) if self.source else None,
             "fromJobId": self.from_job_id,
             "triggerId": self.trigger_id,
             "savepointDirectory": self.savepoint_directory,
@@ -232,9 +240,9 @@ class Status:
             "jobId": self.job_id,
             "jobState": self.job_state,
             "parallelism": self.parallelism,
-            "deployedSpec": self.deployed.to_dict() if self.deployed else None,
+            "deployedSpec": spec_patch(self.deployed) if self.deployed else None,
             "deployedSpecFingerprint": self.deployed.fingerprint if self.deployed else None,
-            "lastStableSpec": self.last_stable.to_dict() if self.last_stable else None,
+            "lastStableSpec": spec_patch(self.last_stable) if self.last_stable else None,
             # triggeredAt always present (null when unknown): a merge patch would keep an older one.
             "lastSavepoint": {"triggeredAt": None, **self.last_savepoint.to_dict()} if self.last_savepoint else None,
             "savepointHistory": [s.to_dict() for s in self.savepoint_history],

@@ -320,7 +320,10 @@ def test_operator_deployed_from_deploy_runs_as_its_service_account_and_upgrades_
     data_dir.chmod(0o777)  # the Flink user (9999) writes savepoints and checkpoints there
     slow = data_dir / "slow-snapshots"
     args = [*RATE_ARGS, "--slow-snapshot-file", f"{DATA_MOUNT}/slow-snapshots", "--slow-snapshot-ms", "4000"]
-    jobs.create("app", app_spec(images[0], data_dir, args=args))
+    # The node has 2 CPUs: the session cluster's TaskManagers go (they are done), and each pod of the
+    # application cluster asks for half a CPU (the session's JobManager and the operator pods stay).
+    kube.kubectl("scale", "deployment", "flink-taskmanager", "-n", SESSION_NAMESPACE, "--replicas=0")
+    jobs.create("app", app_spec(images[0], data_dir, cpu="500m", args=args))
     try:
         app_first = jobs.wait("app", is_ready_at_current_generation, "application mode Ready", timeout=300)["status"]
         app_job = app_first["jobId"]
@@ -328,7 +331,7 @@ def test_operator_deployed_from_deploy_runs_as_its_service_account_and_upgrades_
         app_count = app_rest.wait_state_counter_at_least(app_job, 100, timeout=120)
 
         slow.touch()
-        jobs.patch_spec("app", {"cluster": {**app_spec(images[1], data_dir)["cluster"]}})
+        jobs.patch_spec("app", {"cluster": {**app_spec(images[1], data_dir, cpu="500m")["cluster"]}})
         jobs.wait(
             "app",
             lambda r: ((r.get("status") or {}).get("upgrade") or {}).get("step") == "Savepointing",

@@ -718,3 +718,32 @@ def test_a_failed_kubernetes_call_is_retried_unless_it_cannot_succeed_and_says_w
     with pytest.raises(FlinkError) as no_access:
         _perform(action, _Client(), None)
     assert "no access" in no_access.value.detail
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the apiserver applies the operator's status patches."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge_patch(out.get(key), value)
+    return out
+
+
+def test_a_session_spec_written_over_an_application_one_leaves_no_cluster_in_the_stored_status() -> None:
+    """A move between modes: the status is a merge patch, which keeps any key the patch leaves out."""
+    from flinkop.status import Status, Upgrade
+
+    on_app = Status(phase="Running", job_id=OLD_JOB, deployed=A1.deployment, last_stable=A1.deployment)
+    stored = _merge_patch({}, on_app.to_patch())
+    up = Upgrade.begin(st.DEPLOY, st.SUBMITTING, S1.deployment, iso(NOW), source=A1.deployment)
+    moved = Status(phase="Running", job_id=NEW_JOB, deployed=S1.deployment, last_stable=S1.deployment, upgrade=up)
+    stored = _merge_patch(stored, moved.to_patch())
+    read = Status.from_dict(stored)
+    assert read.deployed == S1.deployment and read.deployed.cluster is None
+    assert read.last_stable == S1.deployment
+    assert read.upgrade is not None and read.upgrade.target == S1.deployment
+    assert read.deployed.fingerprint == S1.deployment.fingerprint  # the fingerprint still leaves the key out
