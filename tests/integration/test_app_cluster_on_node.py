@@ -67,15 +67,6 @@ def clusters(kube: KubeCluster, crd: Path) -> Iterator[AppClusterKube]:
 
 
 @pytest.fixture
-def app_ns(kube: KubeCluster, node: Node, crd: Path) -> Iterator[str]:
-    name = f"app-{uuid.uuid4().hex[:6]}"
-    kube.kubectl("create", "namespace", name)
-    _wait(lambda: _has_token(kube, name), 60, f"the default ServiceAccount's token in {name}")
-    yield name
-    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture
 def data_dir(bed_dir: Path) -> Path:
     path = bed_dir / f"app-data-{uuid.uuid4().hex[:6]}"
     path.mkdir(parents=True)
@@ -152,24 +143,24 @@ def test_readiness_names_a_missing_image_an_unschedulable_pod_and_a_crash_loop(
     kube: KubeCluster,
     node: Node,
     clusters: AppClusterKube,
-    app_ns: str,
+    own_app_ns: str,
     data_dir: Path,
     job_images: tuple[str, str],
 ) -> None:
     small = {"resources": {"cpu": "100m", "memory": "200Mi"}}  # pods that never run Flink: leave the node's CPUs free
     missing_spec = app_spec("localhost/no-such-image:1", data_dir)
     missing_spec["cluster"].update(jobManager=small, taskManager=small)
-    missing = create_flinkjob(kube, app_ns, "missing-image", missing_spec)
+    missing = create_flinkjob(kube, own_app_ns, "missing-image", missing_spec)
     huge_spec = app_spec(job_images[0], data_dir)
     huge_spec["cluster"]["jobManager"] = {"resources": {"cpu": "1", "memory": "500Gi"}}
     huge_spec["cluster"]["taskManager"] = {"resources": {"cpu": "1", "memory": "500Gi"}}
-    huge = create_flinkjob(kube, app_ns, "too-big", huge_spec)
+    huge = create_flinkjob(kube, own_app_ns, "too-big", huge_spec)
     crash_spec = app_spec(job_images[0], data_dir)
     crash_spec["cluster"].update(jobManager=small, taskManager=small)
     crash_spec["cluster"]["podTemplate"]["spec"]["containers"][0]["command"] = [
         "bash", "-c", "echo 'cannot start: the configuration is broken' >&2; exit 3",
     ]  # fmt: skip
-    crashing = create_flinkjob(kube, app_ns, "crashing", crash_spec)
+    crashing = create_flinkjob(kube, own_app_ns, "crashing", crash_spec)
 
     started = {
         name: start_cluster(clusters, flinkjob, ClusterStart(uuid.uuid4().hex))
@@ -178,7 +169,7 @@ def test_readiness_names_a_missing_image_an_unschedulable_pod_and_a_crash_loop(
 
     def problem(name: str, reason: str) -> Any:
         objects = started[name]
-        readiness = clusters.readiness(app_ns, objects.names, objects.job_id)
+        readiness = clusters.readiness(own_app_ns, objects.names, objects.job_id)
         found = [p for p in readiness.jobmanager.problems if p.reason == reason]
         return (readiness, found[0]) if found else None
 
@@ -197,15 +188,15 @@ def test_readiness_names_a_missing_image_an_unschedulable_pod_and_a_crash_loop(
 
     # Deleting one generation's objects by its label leaves another FlinkJob's cluster alone.
     objects = started["missing"]
-    deleted = clusters.delete(app_ns, objects.names, missing["metadata"]["uid"], generation="not-this-one")
+    deleted = clusters.delete(own_app_ns, objects.names, missing["metadata"]["uid"], generation="not-this-one")
     assert deleted == []
-    deleted = clusters.delete(app_ns, objects.names, missing["metadata"]["uid"], generation=objects.generation)
+    deleted = clusters.delete(own_app_ns, objects.names, missing["metadata"]["uid"], generation=objects.generation)
     assert len(deleted) == 4
     # The garbage collector removes the ReplicaSets and pods after their Deployments (background
     # propagation), pods after their grace period: under a full `make test` on 2 cores that took
     # over 60 s once.
-    _wait(lambda: not owned_objects(kube, app_ns, "missing-image"), 180, "the missing-image cluster to be gone")
-    assert owned_objects(kube, app_ns, "too-big") and owned_objects(kube, app_ns, "crashing")
+    _wait(lambda: not owned_objects(kube, own_app_ns, "missing-image"), 180, "the missing-image cluster to be gone")
+    assert owned_objects(kube, own_app_ns, "too-big") and owned_objects(kube, own_app_ns, "crashing")
 
 
 def test_kubectl_explain_describes_the_cluster_section(kube: KubeCluster, crd: Path) -> None:
@@ -281,7 +272,8 @@ def test_apply_is_idempotent_scaling_changes_only_replicas_a_foreign_object_is_n
 
 @pytest.fixture
 def own_app_ns(kube: KubeCluster, node: Node, crd: Path) -> Iterator[str]:
-    """A namespace only this module's operator serves (`own-*`: the session's operator leaves those alone)."""
+    """A namespace of its own for a test (`own-*`: the session's operator leaves those alone; this module's
+    operators serve it)."""
     name = f"own-app-{uuid.uuid4().hex[:6]}"
     kube.kubectl("create", "namespace", name)
     _wait(lambda: _has_token(kube, name), 60, f"the default ServiceAccount's token in {name}")
