@@ -221,6 +221,12 @@ def _pod_ip(kube: KubeCluster, namespace: str, selector: str) -> str:
     return str(items[0]["status"].get("podIP", "")) if len(items) == 1 else ""
 
 
+def _jobmanager_url(kube: KubeCluster, namespace: str, job_id: str) -> str:
+    """REST at the pod IP of the JobManager running `job_id` (its TaskManagers carry the same job id)."""
+    selector = f"flinkop.io/job-id={job_id},flinkop.io/component=jobmanager"
+    return f"http://{_wait_for(lambda: _pod_ip(kube, namespace, selector), 60, 'the JobManager pod IP')}:8081"
+
+
 def _slots(rest_url: str) -> int:
     try:
         return int(requests.get(f"{rest_url}/overview", timeout=2).json().get("slots-total", 0))
@@ -327,7 +333,7 @@ def test_operator_deployed_from_deploy_runs_as_its_service_account_and_upgrades_
     try:
         app_first = jobs.wait("app", is_ready_at_current_generation, "application mode Ready", timeout=300)["status"]
         app_job = app_first["jobId"]
-        app_rest = FlinkRest(f"http://{_pod_ip(kube, own_namespace, f'flinkop.io/job-id={app_job}')}:8081")
+        app_rest = FlinkRest(_jobmanager_url(kube, own_namespace, app_job))
         app_count = app_rest.wait_state_counter_at_least(app_job, 100, timeout=120)
 
         slow.touch()
@@ -352,7 +358,7 @@ def test_operator_deployed_from_deploy_runs_as_its_service_account_and_upgrades_
         assert app_new != app_job and app_status["deployedSpec"]["cluster"]["image"] == images[1]
         upgrades = [p for p in app_status["savepointHistory"] if p["reason"] == "upgrade"]
         assert len(upgrades) == 1 and upgrades[0]["path"] == app_status["lastSavepoint"]["path"]
-        app_rest = FlinkRest(f"http://{_pod_ip(kube, own_namespace, f'flinkop.io/job-id={app_new}')}:8081")
+        app_rest = FlinkRest(_jobmanager_url(kube, own_namespace, app_new))
         assert [j["jid"] for j in app_rest.jobs_overview()] == [app_new]
         assert app_rest.restored_from(app_new) == app_status["lastSavepoint"]["path"]
         assert app_rest.wait_state_counter_at_least(app_new, app_count + 1, timeout=120) > app_count
