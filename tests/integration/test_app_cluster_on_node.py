@@ -411,8 +411,24 @@ def test_the_operator_deploys_upgrades_suspends_resumes_and_deletes_an_applicati
     assert job3 not in (job1, job2)
     rest3 = FlinkRest(_wait(lambda: _rest_url(kube, own_app_ns, job3), 60, "the resumed JobManager's pod IP"))
     assert rest3.restored_from(job3) == suspended["lastSavepoint"]["path"]
+    assert resumed["startedFrom"] == suspended["lastSavepoint"]["path"]
 
-    # (e) Delete: a final savepoint, then the cluster goes with the FlinkJob.
+    # (e) A manual savepoint through the JobManager, with a history of one: retention disposes of the
+    # upgrade's savepoint through the JobManager, never the one the running cluster was started from.
+    jobs.patch_spec("app", {"savepointNonce": 1, "savepointHistoryLimit": 1})
+
+    def kept(r: dict[str, Any]) -> bool:
+        s = r.get("status") or {}
+        history = [p["reason"] for p in s.get("savepointHistory") or []]
+        return s.get("savepointNonce") == 1 and history == ["manual", "suspend"] and not s.get("disposal")
+
+    trimmed = jobs.wait("app", kept, "a manual savepoint and the history trimmed", timeout=120, interval=1)["status"]
+    assert trimmed["jobId"] == job3 and trimmed["lastSavepoint"]["reason"] == "manual"
+    on_disk = {p.name for p in (data_dir / "savepoints").iterdir()}
+    assert Path(savepoint).name not in on_disk, "the upgrade's savepoint was disposed of"
+    assert {Path(p["path"]).name for p in trimmed["savepointHistory"]} <= on_disk
+
+    # (f) Delete: a final savepoint, then the cluster goes with the FlinkJob.
     jobs.delete("app")
     jobs.wait_gone("app", timeout=180)
     finals = sorted((data_dir / "savepoints").iterdir(), key=lambda p: p.stat().st_mtime)
