@@ -396,7 +396,9 @@ def test_the_operator_deploys_upgrades_suspends_resumes_and_deletes_an_applicati
     jobs.patch_spec("app", {"state": "suspended"})
     suspended = jobs.wait(
         "app",
-        lambda r: (r.get("status") or {}).get("phase") == "Suspended" and not _deployments(kube, own_app_ns, "app"),
+        lambda r: (r.get("status") or {}).get("phase") == "Suspended"
+        and (r.get("status") or {}).get("clusterReadiness") == "no cluster"
+        and not _deployments(kube, own_app_ns, "app"),
         "Suspended with its cluster removed",
         timeout=180,
         interval=1,
