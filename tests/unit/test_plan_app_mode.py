@@ -387,7 +387,26 @@ def test_a_suspend_savepoint_that_fails_leaves_the_cluster_and_its_job_running()
 # -- 5. a parallelism-only change ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rescale_mode", ["Auto", "InPlace"])
+def test_rescale_mode_in_place_in_application_mode_stalls_and_touches_nothing() -> None:
+    frm, to = make_app_spec(rescaleMode="InPlace"), make_app_spec(parallelism=4, rescaleMode="InPlace")
+    obs = replace(app_obs(answering_cluster(OLD_JOB), app_jar(), job=job(OLD_JOB)), cluster_scheduler="adaptive")
+    d = run(to, app_steady(frm), obs, fresh_id=TRIGGER)
+    assert d.action is None and d.status.upgrade is None
+    stalled = condition(d, "Stalled")
+    assert stalled["reason"] == "InPlaceRescaleUnsupported" and "application mode" in stalled["message"]
+
+
+def test_parallelism_changes_in_application_mode_wait_for_min_rescale_interval() -> None:
+    frm = make_app_spec(minRescaleIntervalSeconds=600)
+    to = make_app_spec(parallelism=4, minRescaleIntervalSeconds=600)
+    obs = app_obs(answering_cluster(OLD_JOB), app_jar(), job=job(OLD_JOB))
+    recent = replace(app_steady(frm), last_rescale_at=iso(NOW))
+    d = run(to, recent, obs, now=at(60), fresh_id=TRIGGER)
+    assert d.action is None and d.status.rescale_pending_until is not None
+    assert d.requeue_after == pytest.approx(540)
+
+
+@pytest.mark.parametrize("rescale_mode", ["Auto", "Savepoint"])
 def test_a_parallelism_change_in_application_mode_is_an_upgrade_through_a_savepoint(rescale_mode: str) -> None:
     frm, to = make_app_spec(rescaleMode=rescale_mode), make_app_spec(parallelism=4, rescaleMode=rescale_mode)
     obs = replace(app_obs(answering_cluster(OLD_JOB), app_jar(), job=job(OLD_JOB)), cluster_scheduler="adaptive")

@@ -41,6 +41,16 @@ def start_rescale(d: Draft, spec: FlinkJobSpec) -> Decision:
     d.status = replace(s, rescale_pending_until=None)
     if not d.inp.upgrade_slot_free:
         return wait_for_upgrade_slot(d, f"Rescale to parallelism {target}")
+    if spec.application_mode:
+        # The job's own cluster: its TaskManagers follow the parallelism, so a rescale is an upgrade
+        # through a savepoint (the new cluster has as many TaskManagers as it needs).
+        if spec.rescale_mode == "InPlace":
+            message = (
+                "spec.rescaleMode is InPlace, but in application mode a rescale goes through a savepoint (the "
+                "TaskManagers follow the parallelism); use Auto or Savepoint. The job was not touched."
+            )
+            return stall(d, "InPlaceRescaleUnsupported", message, spec.deployment)
+        return rescale_started(start_upgrade(d, spec), now)
     adaptive = d.inp.observation.cluster_scheduler == "adaptive"
     if spec.rescale_mode != "Savepoint" and adaptive:
         return rescale_started(start_in_place(d, spec), now)

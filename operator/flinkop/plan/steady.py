@@ -186,6 +186,6 @@ def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
     if blocked:
         d.status = replace(d.status, phase="Running" if info.all_vertices_running else d.status.phase)
         return d.finish()
-    if s.deployed is not None and desired.only_parallelism_differs(s.deployed) and not spec.application_mode:
-        return start_rescale(d, spec)  # application mode rescales through a savepoint: its TaskManagers change
+    if s.deployed is not None and desired.only_parallelism_differs(s.deployed):
+        return start_rescale(d, spec)
     return start_upgrade(d, spec)
