@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flinkop.actions import (
     Action,
     CancelJob,
@@ -23,22 +25,18 @@ def perform(client: FlinkClient | None, action: Action, app: AppClusterActs | No
     """Raises FlinkError (FlinkUnreachable when Flink was not reached) when the action failed.
     Returns the id Flink gave what the planner could not name beforehand (an upload, a disposal).
 
-    In application mode (`app`), a start and a cluster's removal go to the Kubernetes API: a failure
-    there is a FlinkError too, its detail saying which call on which object failed."""
-    if (isinstance(action, SubmitJob) and action.deployment.cluster is not None) or isinstance(action, DeleteCluster):
-        if app is None:
-            raise FlinkError(action.describe(), "the Kubernetes API", "the operator was given no access to it")
-        try:
-            if isinstance(action, DeleteCluster):
-                app.delete(action)
-            else:
-                app.start(action)
-        except AppClusterError as exc:
-            # A start that cannot be made fails (rollback or stall); a call that may succeed later is
-            # retried by the next pass, as when Flink does not answer.
-            failed = FlinkError if exc.permanent else FlinkUnreachable
-            raise failed(action.describe(), "the Kubernetes API", str(exc)) from exc
+    In application mode (`app`), a start, a cluster's removal and an in-place rescale's TaskManager count
+    go to the Kubernetes API: a failure there is a FlinkError too, its detail saying which call on which
+    object failed."""
+    if isinstance(action, SubmitJob) and action.deployment.cluster is not None:
+        _on_its_cluster(action, app, lambda acts: acts.start(action))
         return None
+    if isinstance(action, DeleteCluster):
+        _on_its_cluster(action, app, lambda acts: acts.delete(action))
+        return None
+    if isinstance(action, RescaleInPlace) and action.taskmanagers is not None:
+        taskmanagers = action.taskmanagers
+        _on_its_cluster(action, app, lambda acts: acts.scale(taskmanagers))  # the slots first: a count, idempotent
     if client is None:
         raise FlinkUnreachable(action.describe(), "the job's cluster", "its JobManager does not answer")
     if isinstance(action, UploadJar):
@@ -75,3 +73,16 @@ def perform(client: FlinkClient | None, action: Action, app: AppClusterActs | No
     elif isinstance(action, DisposeSavepoint):
         return client.dispose_savepoint(action.path)
     return None
+
+
+def _on_its_cluster(action: Action, app: AppClusterActs | None, call: Callable[[AppClusterActs], None]) -> None:
+    """A call on the job's own cluster through the Kubernetes API. A call that cannot succeed (an object
+    not this FlinkJob's) fails the action; one that may succeed later is retried by the next pass, as
+    when Flink does not answer."""
+    if app is None:
+        raise FlinkError(action.describe(), "the Kubernetes API", "the operator was given no access to it")
+    try:
+        call(app)
+    except AppClusterError as exc:
+        failed = FlinkError if exc.permanent else FlinkUnreachable
+        raise failed(action.describe(), "the Kubernetes API", str(exc)) from exc

@@ -77,10 +77,12 @@ class DisposeSavepoint:
 class RescaleInPlace:
     job_id: str
     upper_bounds: tuple[tuple[str, int], ...]  # (vertex id, parallelism)
+    taskmanagers: int | None = None  # application mode: the TaskManagers its own cluster is set to first
 
     def describe(self) -> str:
         parallelism = max((n for _, n in self.upper_bounds), default=0)
-        return f"rescale job {self.job_id} in place to parallelism {parallelism} (adaptive scheduler)"
+        pods = f" with {self.taskmanagers} TaskManagers" if self.taskmanagers is not None else ""
+        return f"rescale job {self.job_id} in place to parallelism {parallelism}{pods} (adaptive scheduler)"
 
 
 @dataclass(frozen=True)

@@ -36,5 +36,9 @@ class AppClusterActs:
             raise AppClusterError(f"the cluster's objects cannot be built: {exc}", permanent=True) from exc
         self.kube.apply(objects)
 
+    def scale(self, taskmanagers: int) -> None:
+        """The TaskManagers' count alone (an in-place rescale): the running pods stay as they are."""
+        self.kube.scale_taskmanagers(self.namespace, cluster_names(self.name), self.uid, taskmanagers)
+
     def delete(self, action: DeleteCluster) -> None:
         self.kube.delete(self.namespace, cluster_names(self.name), self.uid, job_id=action.job_id)

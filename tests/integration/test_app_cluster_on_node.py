@@ -330,7 +330,7 @@ def _deployments(kube: KubeCluster, namespace: str, name: str) -> list[str]:
     return result.stdout.split()
 
 
-def test_the_operator_deploys_upgrades_suspends_resumes_and_deletes_an_application_cluster_keeping_the_state(
+def test_the_operator_deploys_upgrades_rescales_suspends_resumes_and_deletes_an_application_cluster_keeping_state(
     kube: KubeCluster,
     node: Node,
     own_app_ns: str,
@@ -341,7 +341,12 @@ def test_the_operator_deploys_upgrades_suspends_resumes_and_deletes_an_applicati
     from testbed.flinkjobs import FlinkJobs, is_ready_at_current_generation
 
     jobs = FlinkJobs(kube.api_client(), own_app_ns)
-    jobs.create("app", app_spec(job_images[0], data_dir))
+    def adaptive(image: str) -> dict[str, Any]:  # Flink's adaptive scheduler: in-place rescaling
+        spec = app_spec(image, data_dir)
+        spec["cluster"]["flinkConfiguration"]["jobmanager.scheduler"] = "adaptive"
+        return spec
+
+    jobs.create("app", adaptive(job_images[0]))
 
     def ready(what: str) -> dict[str, Any]:
         try:
@@ -374,7 +379,7 @@ def test_the_operator_deploys_upgrades_suspends_resumes_and_deletes_an_applicati
     count_before = rest1.wait_state_counter_at_least(job1, 100, timeout=120)
 
     # (b) Upgrade (another image): stop with a savepoint, a new cluster for a new job id from it, the state kept.
-    jobs.patch_spec("app", {"cluster": {**app_spec(job_images[1], data_dir)["cluster"]}})
+    jobs.patch_spec("app", {"cluster": adaptive(job_images[1])["cluster"]})
     second = ready("Ready after the image upgrade")["status"]
     job2 = second["jobId"]
     assert job2 != job1 and second["lastSavepoint"]["reason"] == "upgrade"
@@ -391,6 +396,13 @@ def test_the_operator_deploys_upgrades_suspends_resumes_and_deletes_an_applicati
     assert rest2.restored_from(job2) == savepoint
     assert rest2.wait_state_counter_at_least(job2, count_before + 1, timeout=120) > count_before
     assert rest2.restored_keys(job2) > 0
+
+    # (b2) A parallelism change in place (the adaptive scheduler): the same job, a second TaskManager first.
+    jobs.patch_spec("app", {"parallelism": 3})
+    rescaled = ready("Ready after the in-place rescale")["status"]
+    assert rescaled["jobId"] == job2 and rescaled["parallelism"] == 3
+    assert rest2.job_parallelism(job2) == 3 and rest2.get("/overview")["taskmanagers"] == 2
+    assert rescaled["lastSavepoint"]["path"] == savepoint, "no savepoint: the job was not stopped"
 
     # (c) Suspend: a savepoint, recorded, then the cluster goes.
     jobs.patch_spec("app", {"state": "suspended"})

@@ -387,13 +387,23 @@ def test_a_suspend_savepoint_that_fails_leaves_the_cluster_and_its_job_running()
 # -- 5. a parallelism-only change ------------------------------------------------------------
 
 
-def test_rescale_mode_in_place_in_application_mode_stalls_and_touches_nothing() -> None:
-    frm, to = make_app_spec(rescaleMode="InPlace"), make_app_spec(parallelism=4, rescaleMode="InPlace")
+@pytest.mark.parametrize("rescale_mode", ["Auto", "InPlace"])
+def test_an_in_place_rescale_in_application_mode_sets_the_taskmanagers_then_the_job_requirements(
+    rescale_mode: str,
+) -> None:
+    frm, to = make_app_spec(rescaleMode=rescale_mode), make_app_spec(parallelism=4, rescaleMode=rescale_mode)
     obs = replace(app_obs(answering_cluster(OLD_JOB), app_jar(), job=job(OLD_JOB)), cluster_scheduler="adaptive")
     d = run(to, app_steady(frm), obs, fresh_id=TRIGGER)
-    assert d.action is None and d.status.upgrade is None
-    stalled = condition(d, "Stalled")
-    assert stalled["reason"] == "InPlaceRescaleUnsupported" and "application mode" in stalled["message"]
+    assert isinstance(d.action, RescaleInPlace) and d.action.job_id == OLD_JOB
+    assert d.action.taskmanagers == to.deployment.taskmanagers == 4  # one slot per TaskManager
+    assert {n for _, n in d.action.upper_bounds} == {4}
+    assert d.status.upgrade is not None and d.status.upgrade.kind == st.RESCALE
+
+
+def test_rescale_mode_in_place_without_the_adaptive_scheduler_stalls_in_application_mode_too() -> None:
+    frm, to = make_app_spec(rescaleMode="InPlace"), make_app_spec(parallelism=4, rescaleMode="InPlace")
+    d = run(to, app_steady(frm), app_obs(answering_cluster(OLD_JOB), app_jar(), job=job(OLD_JOB)), fresh_id=TRIGGER)
+    assert d.action is None and condition(d, "Stalled")["reason"] == "InPlaceRescaleUnsupported"
 
 
 def test_parallelism_changes_in_application_mode_wait_for_min_rescale_interval() -> None:
@@ -406,10 +416,12 @@ def test_parallelism_changes_in_application_mode_wait_for_min_rescale_interval()
     assert d.requeue_after == pytest.approx(540)
 
 
-@pytest.mark.parametrize("rescale_mode", ["Auto", "Savepoint"])
-def test_a_parallelism_change_in_application_mode_is_an_upgrade_through_a_savepoint(rescale_mode: str) -> None:
+@pytest.mark.parametrize(("rescale_mode", "scheduler"), [("Auto", None), ("Savepoint", "adaptive")])
+def test_a_parallelism_change_in_application_mode_is_an_upgrade_through_a_savepoint_unless_in_place(
+    rescale_mode: str, scheduler: str | None
+) -> None:
     frm, to = make_app_spec(rescaleMode=rescale_mode), make_app_spec(parallelism=4, rescaleMode=rescale_mode)
-    obs = replace(app_obs(answering_cluster(OLD_JOB), app_jar(), job=job(OLD_JOB)), cluster_scheduler="adaptive")
+    obs = replace(app_obs(answering_cluster(OLD_JOB), app_jar(), job=job(OLD_JOB)), cluster_scheduler=scheduler)
     stop = run(to, app_steady(frm), obs, fresh_id=TRIGGER)
     assert not isinstance(stop.action, RescaleInPlace)
     assert stop.action == TriggerSavepoint(OLD_JOB, TRIGGER, SP_DIR, "stop")
@@ -664,6 +676,7 @@ class _Acts:
     permanent: bool = False
     started: list[SubmitJob] = field(default_factory=list)
     deleted: list[DeleteCluster] = field(default_factory=list)
+    scaled: list[int] = field(default_factory=list)
 
     def start(self, action: SubmitJob) -> None:
         if self.error:
@@ -674,6 +687,11 @@ class _Acts:
         if self.error:
             raise AppClusterError(self.error, permanent=self.permanent)
         self.deleted.append(action)
+
+    def scale(self, taskmanagers: int) -> None:
+        if self.error:
+            raise AppClusterError(self.error, permanent=self.permanent)
+        self.scaled.append(taskmanagers)
 
 
 @dataclass
@@ -766,3 +784,14 @@ def test_a_session_spec_written_over_an_application_one_leaves_no_cluster_in_the
     assert read.last_stable == S1.deployment
     assert read.upgrade is not None and read.upgrade.target == S1.deployment
     assert read.deployed.fingerprint == S1.deployment.fingerprint  # the fingerprint still leaves the key out
+
+
+def test_an_in_place_rescale_of_its_own_cluster_sets_the_taskmanagers_before_asking_flink() -> None:
+    acts, client = _Acts(), _Client()
+    _perform(RescaleInPlace(OLD_JOB, (("v0", 4),), taskmanagers=2), client, acts)
+    assert acts.scaled == [2] and [name for name, _ in client.calls] == ["set_resource_requirements"]
+    # The count cannot be set: Flink is not asked (the next pass tries again).
+    acts, client = _Acts(error="replace Deployment ns/job-taskmanager: ReadTimeoutError"), _Client()
+    with pytest.raises(FlinkUnreachable):
+        _perform(RescaleInPlace(OLD_JOB, (("v0", 4),), taskmanagers=2), client, acts)
+    assert client.calls == []

@@ -1,5 +1,7 @@
 """Parallelism-only changes: at most one per interval, in place through the adaptive scheduler,
-or through a savepoint.
+or through a savepoint. In application mode an in-place rescale sets the job's own cluster's
+TaskManagers to ceil(parallelism / slots) first (the same action), then the job's resource
+requirements.
 """
 
 from __future__ import annotations
@@ -41,16 +43,6 @@ def start_rescale(d: Draft, spec: FlinkJobSpec) -> Decision:
     d.status = replace(s, rescale_pending_until=None)
     if not d.inp.upgrade_slot_free:
         return wait_for_upgrade_slot(d, f"Rescale to parallelism {target}")
-    if spec.application_mode:
-        # The job's own cluster: its TaskManagers follow the parallelism, so a rescale is an upgrade
-        # through a savepoint (the new cluster has as many TaskManagers as it needs).
-        if spec.rescale_mode == "InPlace":
-            message = (
-                "spec.rescaleMode is InPlace, but in application mode a rescale goes through a savepoint (the "
-                "TaskManagers follow the parallelism); use Auto or Savepoint. The job was not touched."
-            )
-            return stall(d, "InPlaceRescaleUnsupported", message, spec.deployment)
-        return rescale_started(start_upgrade(d, spec), now)
     adaptive = d.inp.observation.cluster_scheduler == "adaptive"
     if spec.rescale_mode != "Savepoint" and adaptive:
         return rescale_started(start_in_place(d, spec), now)
@@ -84,7 +76,9 @@ def start_in_place(d: Draft, spec: FlinkJobSpec) -> Decision:
         source=s.deployed,
         from_job_id=s.job_id,
     )
-    action = RescaleInPlace(s.job_id, tuple((v.id, target.parallelism) for v in job.info.vertices))
+    action = RescaleInPlace(
+        s.job_id, tuple((v.id, target.parallelism) for v in job.info.vertices), target.taskmanagers
+    )
     d.status = replace(s, phase="Upgrading", upgrade=up, failure=None, message=f"Rescaling: {action.describe()}.")
     d.event("Rescaling", action.describe())
     return d.finish(action=action, requeue=POLL)
@@ -130,7 +124,7 @@ def rescaling(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
         return start_upgrade(d, spec)
     requirements = d.inp.observation.resource_requirements or {}
     if any(n != target for n in requirements.values()) or not requirements:
-        action = RescaleInPlace(job.job_id, tuple((v.id, target) for v in info.vertices))
+        action = RescaleInPlace(job.job_id, tuple((v.id, target) for v in info.vertices), up.target.taskmanagers)
         return d.finish(action=action, requeue=POLL)  # never set (a crash before the call), or reset
     d.status = replace(
         d.status, job_state=info.state, message=f"Rescaling job {up.from_job_id} in place to parallelism {target}."
