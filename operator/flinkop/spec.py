@@ -80,12 +80,12 @@ RESERVED_CONFIG = {
 }
 
 
-# Until the passes run application clusters (the objects, their readiness and their REST are built:
-# app_cluster.py, app_cluster_kube.py), a FlinkJob with spec.cluster is refused with this, saying why.
+# A pass with no access to the Kubernetes API for application clusters (flinkop.reconcile.run_pass
+# without `app_kube`) stalls a FlinkJob with spec.cluster with this, saying why; the operator always has it.
 APPLICATION_MODE_UNAVAILABLE = (
     "ApplicationModeUnavailable",
-    "spec.cluster (application mode) is not run by this version of the operator yet: nothing was created. "
-    "Run the job on a session cluster with spec.flinkRestUrl instead.",
+    "spec.cluster (application mode) needs the operator's access to the Kubernetes API for the job's own "
+    "cluster, which this pass was not given: nothing was created.",
 )
 
 
@@ -441,6 +441,11 @@ def parse_spec(spec: Mapping[str, Any]) -> FlinkJobSpec:
     sha = jar.get("sha256")
     if sha is not None and not SHA256_RE.match(str(sha)):
         raise SpecError(f"spec.jar.sha256 {sha!r} is not 64 hexadecimal digits")
+    if sha is not None and scheme == "local":
+        raise SpecError(
+            f"spec.jar.sha256 cannot be checked for {_show(uri)}: a local:// jar is inside spec.cluster.image, "
+            "which the operator does not read; leave sha256 out (pin the image by digest instead)"
+        )
     parallelism = spec.get("parallelism", 1)  # the CRD's default, for a manifest that leaves it to an autoscaler
     if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
         raise SpecError(f"spec.parallelism {parallelism!r} must be an integer >= 1")

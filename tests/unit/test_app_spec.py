@@ -243,6 +243,12 @@ def test_rest_auth_and_tls_are_refused_in_application_mode() -> None:
     assert "spec.tls" in refused({**APP, "tls": {"insecureSkipVerify": True}})
 
 
+def test_a_sha256_for_a_local_jar_is_refused_as_it_cannot_be_checked() -> None:
+    said = refused({**APP, "jar": {"uri": "local:///opt/flink/job/job.jar", "sha256": "a" * 64}})
+    assert "spec.jar.sha256" in said and "local://" in said
+    parse_spec({**APP, "jar": {"uri": "https://jars.example.com/job.jar", "sha256": "a" * 64}})
+
+
 def test_pod_template_is_kept_as_given() -> None:
     template = {"metadata": {"labels": {"team": "a"}}, "spec": {"nodeSelector": {"disk": "ssd"}}}
     assert parse_spec(app(podTemplate=template)).cluster.pod_template == template  # type: ignore[union-attr]
