@@ -14,7 +14,7 @@ help:
 	@echo "make demo-app  - the same in application mode on the bed's real node (root, slower, one node per machine)"
 	@echo "make demo-down - stop what a demo started, its node too (keeps .bed/)"
 	@echo "make clean     - stop everything the demo started and remove .bed/"
-	@echo "make bench     - benchmarks B1-B3, results in bench/RESULTS.md"
+	@echo "make bench     - benchmarks B1-B4, results in bench/RESULTS.md (B4 on the bed's real node: root)"
 	@echo "make bench-app - benchmark B4 (application-mode upgrade) on the bed's real node (root)"
 
 system-deps:
@@ -61,10 +61,11 @@ test: bed-images lint
 	$(VENV)/bin/pytest tests -v --durations=15
 
 # Benchmarks (not part of `make test`): results and method in bench/RESULTS.md.
-bench: bed-binaries
+bench: bed-images
 	$(PY) bench/b1_upgrade_overhead.py --pairs 7 --out bench/results/b1.json
 	$(PY) bench/b2_rescale_downtime.py --pairs 5 --out bench/results/b2.json
 	$(PY) bench/b3_scale.py --jobs 1000 --clusters 10 --out bench/results/b3.json
+	$(PY) bench/b4_app_upgrade.py --pairs 3 --out bench/results/b4.json
 	$(PY) bench/report.py
 
 # B4: an application-mode upgrade by the operator against the same steps by hand, on the bed's real node

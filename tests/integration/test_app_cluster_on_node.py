@@ -442,6 +442,21 @@ def test_the_operator_deploys_upgrades_rescales_suspends_resumes_and_deletes_an_
     assert Path(savepoint).name not in on_disk, "the upgrade's savepoint was disposed of"
     assert {Path(p["path"]).name for p in trimmed["savepointHistory"]} <= on_disk
 
+    # (e2) Periodic savepoints through the JobManager, every 10 s, counted from the last one's trigger.
+    jobs.patch_spec("app", {"savepointIntervalSeconds": 10})
+    periodic = jobs.wait(
+        "app",
+        lambda r: ((r.get("status") or {}).get("lastSavepoint") or {}).get("reason") == "periodic",
+        "a periodic savepoint",
+        timeout=60,
+        interval=1,
+    )["status"]
+    assert periodic["jobId"] == job3 and Path(periodic["lastSavepoint"]["path"]).name in {
+        p.name for p in (data_dir / "savepoints").iterdir()
+    }
+    assert resumed["startedFrom"] in [p["path"] for p in periodic["savepointHistory"]], "still kept"
+    jobs.patch_spec("app", {"savepointIntervalSeconds": None})
+
     # (f) Delete: a final savepoint, then the cluster goes with the FlinkJob.
     jobs.delete("app")
     jobs.wait_gone("app", timeout=180)
