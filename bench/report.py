@@ -450,8 +450,8 @@ def main() -> int:
     out = [
         "# Benchmarks",
         "",
-        "Written by `bench/report.py` from `bench/results/*.json` (`make bench` runs B1, B2 and B3, then this;",
-        "`make bench-app` runs B4 on the bed's real node, then this).",
+        "Written by `bench/report.py` from `bench/results/*.json` (`make bench` runs B1 to B4, then this;",
+        "`make bench-app` runs B4 alone, on the bed's real node, then this).",
         f"Machine: {machine()}; OpenJDK 17, Flink 2.3.0 session cluster and kube-apiserver v1.20.2 from the",
         "test bed, all on loopback. Absolute times on this shared machine are context only; the comparisons",
         "are ratios of runs made side by side, interleaved A B A B.",
