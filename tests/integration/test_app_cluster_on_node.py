@@ -278,7 +278,11 @@ def own_app_ns(kube: KubeCluster, node: Node, crd: Path) -> Iterator[str]:
     kube.kubectl("create", "namespace", name)
     _wait(lambda: _has_token(kube, name), 60, f"the default ServiceAccount's token in {name}")
     yield name
+    # No operator serves it any more: FlinkJobs left (a test that failed) are released, so that no other
+    # operator of the session (one serving every namespace) finds them in a namespace being deleted.
     kube.kubectl("delete", "flinkjobs", "--all", "-n", name, "--wait=false", check=False)
+    patch = '{"metadata":{"finalizers":null}}'
+    kube.kubectl("patch", "flinkjobs", "--all", "-n", name, "--type=merge", "-p", patch, check=False)
     kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
@@ -315,6 +319,8 @@ def app_operator(kube: KubeCluster, clusters: AppClusterKube, own_app_ns: str, b
     try:
         yield proc
     finally:
+        # FlinkJobs a test left go while their operator runs: a final savepoint, then the cluster.
+        kube.kubectl("delete", "flinkjobs", "--all", "-n", own_app_ns, "--timeout=120s", check=False, timeout=150)
         proc.stop()
         kube.kubectl("delete", "clusterrolebinding,clusterrole", "flinkop-test-list-namespaces", check=False)
 
@@ -342,7 +348,7 @@ def test_the_operator_deploys_upgrades_rescales_suspends_resumes_and_deletes_an_
 
     jobs = FlinkJobs(kube.api_client(), own_app_ns)
     def adaptive(image: str) -> dict[str, Any]:  # Flink's adaptive scheduler: in-place rescaling
-        spec = app_spec(image, data_dir)
+        spec = app_spec(image, data_dir, cpu="500m")  # 2 CPUs on the node: a JobManager and two TaskManagers
         spec["cluster"]["flinkConfiguration"]["jobmanager.scheduler"] = "adaptive"
         return spec
 
@@ -567,12 +573,12 @@ def test_the_operator_killed_mid_upgrade_in_application_mode_finishes_it_after_r
     jobs = FlinkJobs(kube.api_client(), own_app_ns)
     proc = operator()
     try:
-        jobs.create("crash", app_spec(job_images[0], data_dir, args=args))
+        jobs.create("crash", app_spec(job_images[0], data_dir, cpu="500m", args=args))
         job = jobs.wait("crash", is_ready_at_current_generation, "Ready", timeout=300, interval=1)["status"]["jobId"]
         # An image change, killed while its savepoint runs; then a parallelism change (3 at 2 slots each: two
         # TaskManagers), killed right after its start is recorded.
         changes = (
-            ({"cluster": {**app_spec(job_images[1], data_dir)["cluster"]}}, "savepointing"),
+            ({"cluster": {**app_spec(job_images[1], data_dir, cpu="500m")["cluster"]}}, "savepointing"),
             ({"parallelism": 3}, "submitting"),
         )
         for n, (change, kill_when) in enumerate(changes):
