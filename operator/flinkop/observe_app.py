@@ -19,7 +19,7 @@ from flinkop.flink_client import FlinkClient
 from flinkop.jars import JarError, JarFetcher
 from flinkop.observation import APP_JAR_ID, AppView, JarCheck, JobView, Observation
 from flinkop.observe import JobsOverviews, high_availability, jar_to_check, observe, savepoint_dir_of
-from flinkop.spec import Deployment, FlinkJobSpec
+from flinkop.spec import AppCluster, Deployment, FlinkJobSpec
 from flinkop.status import Status
 
 
@@ -60,19 +60,24 @@ def observe_app(
     while it has none that answers)."""
     target = jar_to_check(spec, status, deleting)
     jar = app_jar_check(fetcher, target) if target is not None else None
-    mode = status.upgrade.target if status.upgrade is not None else spec.deployment
-    config = mode.cluster.configuration if mode.cluster is not None else {}
+    names = cluster_names(name)
+    try:
+        running = kube.jobmanager_job_id(namespace, names, uid)
+    except AppClusterError as exc:
+        return Observation(flink_error=f"the application cluster could not be read: {exc}"), None
+    # The cluster's settings as the operator wrote them for the start that runs (not read back from the
+    # JobManager: that answer is cached by REST URL, and a pod IP passes from one cluster to the next).
+    cluster = _running_cluster(spec, status, running)
+    config = cluster.configuration if cluster is not None else {}
     base = Observation(
         cluster_savepoint_dir=savepoint_dir_of(config) or spec.savepoint_directory,
         cluster_scheduler=config.get("jobmanager.scheduler"),
         cluster_ha=high_availability(config),
         jar=jar,
     )
-    names = cluster_names(name)
+    if running is None:
+        return _no_cluster(base, status), None
     try:
-        running = kube.jobmanager_job_id(namespace, names, uid)
-        if running is None:
-            return _no_cluster(base, status), None
         readiness = kube.readiness(namespace, names, running)
         url = kube.rest_url(namespace, names, running, via)
     except AppClusterError as exc:
@@ -85,7 +90,27 @@ def observe_app(
     seen = observe(spec, status, client, fetcher, deleting, overviews, check_jar=False)
     if seen.flink_error is not None:
         return replace(base, app=view), client  # its JobManager does not answer yet
-    return replace(seen, jar=jar, app=replace(view, answering=True)), client
+    return (
+        replace(
+            seen,
+            cluster_savepoint_dir=base.cluster_savepoint_dir,
+            cluster_scheduler=base.cluster_scheduler,
+            cluster_ha=base.cluster_ha,
+            jar=jar,
+            app=replace(view, answering=True),
+        ),
+        client,
+    )
+
+
+def _running_cluster(spec: FlinkJobSpec, status: Status, running: str | None) -> AppCluster | None:
+    """The cluster section of the start whose JobManager is there (`running`: its job id)."""
+    up = status.upgrade
+    if up is not None and running is not None and running == up.new_job_id:
+        return up.target.cluster
+    if status.deployed is not None and status.deployed.cluster is not None and running is not None:
+        return status.deployed.cluster
+    return (up.target if up is not None else spec.deployment).cluster
 
 
 def _no_cluster(base: Observation, status: Status) -> Observation:

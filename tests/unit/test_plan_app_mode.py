@@ -795,3 +795,23 @@ def test_an_in_place_rescale_of_its_own_cluster_sets_the_taskmanagers_before_ask
     with pytest.raises(FlinkUnreachable):
         _perform(RescaleInPlace(OLD_JOB, (("v0", 4),), taskmanagers=2), client, acts)
     assert client.calls == []
+
+
+def test_the_cluster_settings_are_those_the_operator_wrote_for_the_start_that_runs() -> None:
+    """Not the JobManager's answer, which is cached by REST URL (a pod IP passes between clusters)."""
+    adaptive = {"jobmanager.scheduler": "adaptive", "high-availability.type": "kubernetes"}
+    running = make_app_spec(
+        cluster={"image": IMAGE_V2 + "-old", "flinkConfiguration": adaptive}, savepointDirectory=None
+    )
+    wanted = make_app_spec(
+        cluster={"image": IMAGE_V2, "flinkConfiguration": {"state.savepoints.dir": "file:///other"}},
+        savepointDirectory=None,
+    )
+    # Its old cluster runs (an upgrade's savepoint): the running cluster's settings.
+    status = _upgrade_starting(wanted, last_stable=running, source=running)
+    status = replace(status, deployed=running.deployment)
+    old = _observe(_Kube(OLD_JOB), status, wanted)
+    assert (old.cluster_scheduler, old.cluster_ha, old.cluster_savepoint_dir) == ("adaptive", True, None)
+    # The new start's cluster is there: its settings.
+    new = _observe(_Kube(NEW_JOB), status, wanted)
+    assert (new.cluster_scheduler, new.cluster_ha, new.cluster_savepoint_dir) == (None, False, "file:///other")
