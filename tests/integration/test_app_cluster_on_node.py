@@ -280,9 +280,10 @@ def own_app_ns(kube: KubeCluster, node: Node, crd: Path) -> Iterator[str]:
     yield name
     # No operator serves it any more: FlinkJobs left (a test that failed) are released, so that no other
     # operator of the session (one serving every namespace) finds them in a namespace being deleted.
+    from testbed.flinkjobs import release_all
+
+    release_all(kube, name)
     kube.kubectl("delete", "flinkjobs", "--all", "-n", name, "--wait=false", check=False)
-    patch = '{"metadata":{"finalizers":null}}'
-    kube.kubectl("patch", "flinkjobs", "--all", "-n", name, "--type=merge", "-p", patch, check=False)
     kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
