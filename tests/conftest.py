@@ -134,9 +134,13 @@ def namespace(kube: Any, request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 def _drop_finalizers(kube: Any, namespace: str) -> None:
-    """Releases FlinkJobs no operator will finish with (their operator is gone, or gave up)."""
-    patch = '{"metadata":{"finalizers":null}}'
-    kube.kubectl("patch", "flinkjobs", "--all", "-n", namespace, "--type=merge", "-p", patch, check=False)
+    """Releases FlinkJobs no operator will finish with (their operator is gone, or gave up), and
+    cancels the session-cluster jobs they recorded: a released FlinkJob's job would otherwise hold
+    the bed's slots for the rest of the session."""
+    from testbed.flinkjobs import cancel_recorded_jobs, release_all
+
+    cancel_recorded_jobs(kube, namespace)
+    release_all(kube, namespace)
 
 
 @pytest.fixture

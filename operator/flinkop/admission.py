@@ -25,6 +25,7 @@ from flinkop import GROUP, PLURAL, VERSION, cluster_access
 from flinkop.cluster_access import AccessPolicy
 from flinkop.flink_client import TERMINAL_JOB_STATES
 from flinkop.netguard import NetGuard, NetworkDenied
+from flinkop.reconcile import failed_on_own_cluster
 from flinkop.settings import OperatorSettings
 from flinkop.spec import SpecError, parse_spec
 
@@ -103,7 +104,11 @@ def refusal(
 def _mode_change(old_spec: Mapping[str, Any], to_application: bool, status: Mapping[str, Any]) -> str | None:
     """A move between session and application mode while the job runs in the old one: refused, saying how."""
     was_application = bool(old_spec.get("cluster"))
-    if was_application == to_application or not _job_deployed(status):
+    if was_application == to_application:
+        return None
+    if was_application and status.get("phase") == "Failed" and status.get("jobId") and not status.get("upgrade"):
+        return failed_on_own_cluster(str(status["jobId"]))
+    if not _job_deployed(status):
         return None
     old, new = ("a session cluster", "application mode")
     if was_application:

@@ -144,6 +144,8 @@ def mode_change_refusal(spec: FlinkJobSpec, status: Status) -> tuple[str, str] |
     deployed = status.deployed
     if status.upgrade is not None or deployed is None or (deployed.cluster is None) == (spec.cluster is None):
         return None
+    if status.phase == "Failed" and deployed.cluster is not None and status.job_id is not None:
+        return ("ModeChangeNeedsSuspend", failed_on_own_cluster(status.job_id) + " The job was not touched.")
     if status.phase in ("Suspended", "Failed") or status.job_id is None or status.job_state in TERMINAL_JOB_STATES:
         return None
     old, new = (
@@ -157,6 +159,16 @@ def mode_change_refusal(spec: FlinkJobSpec, status: Status) -> tuple[str, str] |
         "back, then set spec.state: suspended (a savepoint is taken and recorded in status.lastSavepoint), then "
         "change the mode and set spec.state: running, which starts the job in the new mode from that savepoint. "
         "The job was not touched.",
+    )
+
+
+def failed_on_own_cluster(job_id: str) -> str:
+    """Why a FlinkJob that failed in application mode cannot move to a session cluster yet."""
+    return (
+        f"Job {job_id} failed on its own cluster, whose objects stay until the FlinkJob is suspended or "
+        "deleted: a move to a session cluster would leave them behind. Set spec.state: suspended first (the "
+        "cluster is removed; status.lastSavepoint is kept), then remove spec.cluster together with spec.state: "
+        "running: the job starts on the session cluster from that savepoint."
     )
 
 

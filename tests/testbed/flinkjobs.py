@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import requests
 
 GROUP, VERSION, PLURAL = "flinkop.io", "v1alpha1", "flinkjobs"
 
@@ -141,6 +145,22 @@ def check_one_upgrade_finished(
     assert flink_rest.wait_state_counter_at_least(new_job, counter_before + 1) > counter_before
     assert flink_rest.restored_keys(new_job) > 0
     return new_job
+
+
+def cancel_recorded_jobs(kube: Any, namespace: str) -> None:
+    """Cancels, on their session clusters, the jobs the FlinkJobs in `namespace` record (their own
+    clusters in application mode go with their objects). Errors are ignored: a job may be gone."""
+    listed = kube.kubectl("get", "flinkjobs", "-n", namespace, "-o", "json", check=False)
+    if listed.returncode != 0:
+        return
+    for item in json.loads(listed.stdout).get("items", []):
+        spec, status = item.get("spec") or {}, item.get("status") or {}
+        url = spec.get("flinkRestUrl")
+        if not url or spec.get("cluster"):
+            continue
+        for job_id in {status.get("jobId"), (status.get("upgrade") or {}).get("newJobId")} - {None}:
+            with contextlib.suppress(requests.RequestException):
+                requests.patch(f"{url.rstrip('/')}/jobs/{job_id}", params={"mode": "cancel"}, timeout=5)
 
 
 def release_all(kube: Any, namespace: str) -> None:

@@ -374,3 +374,9 @@ def test_the_webhook_admits_application_mode_and_refuses_a_mode_change_while_the
         assert said is not None and "spec.state: suspended" in said and "a" * 32 in said
         suspended = {**running, "phase": "Suspended", "jobState": "FINISHED"}
         assert admission_refusal("UPDATE", {"spec": old, "status": suspended}, {"spec": new}) is None
+    # Failed on its own cluster, whose objects are still there: suspended first (that removes them).
+    failed = {**running, "phase": "Failed", "jobState": "FAILED"}
+    said = admission_refusal("UPDATE", {"spec": app, "status": failed}, {"spec": session})
+    assert said is not None and "spec.state: suspended" in said and "objects stay" in said
+    # Failed on a session cluster: nothing of it is left to remove; the move is admitted.
+    assert admission_refusal("UPDATE", {"spec": session, "status": failed}, {"spec": app}) is None

@@ -308,6 +308,26 @@ def test_suspending_after_a_start_whose_cluster_never_came_up_removes_that_clust
     assert d.status.phase == "Suspended" and SP_PATH in d.status.message
 
 
+def test_a_move_to_a_session_cluster_after_a_failed_start_waits_for_a_suspend_that_removes_the_cluster() -> None:
+    """Failed in application mode, its cluster's objects are still there: a move straight to a session
+    cluster would leave them behind for good. It is refused until a suspend has removed them."""
+    frm, to = make_app_spec(restoreFailurePolicy="Fail"), make_app_spec(image=IMAGE_V2, restoreFailurePolicy="Fail")
+    failed, broken = _new_cluster_never_starts(frm, to)
+    assert failed.status.phase == "Failed"
+    to_session = make_spec(restoreFailurePolicy="Fail")
+    refusal = mode_change_refusal(to_session, failed.status)
+    assert refusal is not None and refusal[0] == "ModeChangeNeedsSuspend"
+    assert NEW_JOB in refusal[1] and "spec.state: suspended" in refusal[1] and "objects stay" in refusal[1]
+    assert mode_change_refusal(to, failed.status) is None, "staying in application mode is never refused"
+
+    suspend = make_app_spec(image=IMAGE_V2, restoreFailurePolicy="Fail", state="suspended")
+    removing = run(suspend, failed.status, broken, now=at(400))
+    assert removing.action == DeleteCluster(NEW_JOB)
+    gone_now = run(suspend, removing.status, no_cluster(removing.status), now=at(401))
+    assert gone_now.status.phase == "Suspended" and gone_now.action is None
+    assert mode_change_refusal(to_session, gone_now.status) is None, "suspended: the move is let through"
+
+
 def test_fixing_the_image_after_a_cluster_that_never_started_deploys_from_the_kept_savepoint() -> None:
     frm, to = make_app_spec(restoreFailurePolicy="Fail"), make_app_spec(image=IMAGE_V2, restoreFailurePolicy="Fail")
     failed, broken = _new_cluster_never_starts(frm, to)
