@@ -388,19 +388,20 @@ class AppClusterKube:
 
     # -- read ----------------------------------------------------------------------------------------
 
-    def jobmanager_job_id(self, namespace: str, names: ClusterNames, owner_uid: str) -> str | None:
-        """The job id the FlinkJob's JobManager Deployment runs (its pods' label), or None when it has
-        none: never created, being deleted, or not this FlinkJob's."""
+    def look(self, namespace: str, names: ClusterNames, owner_uid: str, via: RestAddress) -> ClusterLook:
+        """What a pass needs of the FlinkJob's cluster, in four reads at most (each object once): the job
+        its JobManager Deployment runs, its pods' readiness, and its JobManager's REST URL."""
         ends = time.monotonic() + self.deadline
-        deployment = self._read("Deployment", namespace, names.jobmanager, ends)
-        if deployment is None or deployment["metadata"].get("deletionTimestamp"):
-            return None
-        owners = [o.get("uid") for o in deployment["metadata"].get("ownerReferences") or [] if o.get("controller")]
-        if owners != [owner_uid]:
-            return None
-        labels = ((deployment.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
-        job_id = labels.get(JOB_ID_LABEL)
-        return str(job_id) if job_id else None
+        jm_deployment = self._read("Deployment", namespace, names.jobmanager, ends)
+        job_id = _job_id_of(jm_deployment, owner_uid)
+        if job_id is None:
+            return ClusterLook(None)
+        jm_pods = self._pods(namespace, names, "jobmanager", job_id, ends)
+        tm_deployment = self._read("Deployment", namespace, names.taskmanager, ends)
+        tm_pods = self._pods(namespace, names, "taskmanager", job_id, ends)
+        readiness = ClusterReadiness(_component(jm_deployment, jm_pods), _component(tm_deployment, tm_pods))
+        url = f"http://{names.service}.{namespace}.svc:{REST_PORT}" if via is RestAddress.SERVICE else _pod_url(jm_pods)
+        return ClusterLook(job_id, readiness, url)
 
     def _pods(self, namespace: str, names: ClusterNames, component: str, job_id: str | None, ends: float) -> list[Any]:
         selector = f"{FLINKJOB_LABEL}={names.flinkjob_label},{COMPONENT_LABEL}={component}"
@@ -424,36 +425,54 @@ class AppClusterKube:
         components = []
         for component, deployment_name in (("jobmanager", names.jobmanager), ("taskmanager", names.taskmanager)):
             deployment = self._read("Deployment", namespace, deployment_name, ends)
-            wanted = None if deployment is None else int(deployment.get("spec", {}).get("replicas") or 0)
-            pods = self._pods(namespace, names, component, job_id, ends)
-            problems = tuple(p for p in (pod_problem(pod) for pod in pods) if p is not None)
-            components.append(
-                ComponentReadiness(
-                    ready=sum(1 for pod in pods if _pod_ready(pod)),
-                    total=len(pods),
-                    wanted=wanted,
-                    problems=problems,
-                )
-            )
+            components.append(_component(deployment, self._pods(namespace, names, component, job_id, ends)))
         return ClusterReadiness(jobmanager=components[0], taskmanager=components[1])
 
-    def rest_url(self, namespace: str, names: ClusterNames, job_id: str, via: RestAddress) -> str | None:
-        """The JobManager's REST URL for `job_id`'s start; None when it has no address yet (pod-ip: no
-        running JobManager pod with an IP)."""
-        if via is RestAddress.SERVICE:
-            return f"http://{names.service}.{namespace}.svc:{REST_PORT}"
-        ends = time.monotonic() + self.deadline
-        for pod in self._pods(namespace, names, "jobmanager", job_id, ends):
-            ip = (pod.get("status") or {}).get("podIP")
-            if not ip or (pod.get("status") or {}).get("phase") != "Running":
-                continue
-            try:
-                address = ipaddress.ip_address(ip)
-            except ValueError:
-                continue
-            host = f"[{address}]" if address.version == 6 else str(address)
-            return f"http://{host}:{REST_PORT}"
+
+@dataclass(frozen=True)
+class ClusterLook:
+    """The FlinkJob's cluster as one pass sees it: `job_id` None when it has none (never created, being
+    deleted, or not this FlinkJob's); `rest_url` None while its JobManager has no address (pod-ip: no
+    running JobManager pod with an IP)."""
+
+    job_id: str | None
+    readiness: ClusterReadiness | None = None
+    rest_url: str | None = None
+
+
+def _job_id_of(deployment: Mapping[str, Any] | None, owner_uid: str) -> str | None:
+    """The job id a JobManager Deployment runs (its pods' label), when it is the FlinkJob's and stays."""
+    if deployment is None or deployment["metadata"].get("deletionTimestamp"):
         return None
+    owners = [o.get("uid") for o in deployment["metadata"].get("ownerReferences") or [] if o.get("controller")]
+    if owners != [owner_uid]:
+        return None
+    labels = ((deployment.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+    job_id = labels.get(JOB_ID_LABEL)
+    return str(job_id) if job_id else None
+
+
+def _component(deployment: Mapping[str, Any] | None, pods: list[Any]) -> ComponentReadiness:
+    wanted = None if deployment is None else int(deployment.get("spec", {}).get("replicas") or 0)
+    problems = tuple(p for p in (pod_problem(pod) for pod in pods) if p is not None)
+    return ComponentReadiness(
+        ready=sum(1 for pod in pods if _pod_ready(pod)), total=len(pods), wanted=wanted, problems=problems
+    )
+
+
+def _pod_url(pods: list[Any]) -> str | None:
+    """The REST URL of the first running JobManager pod with an IP."""
+    for pod in pods:
+        ip = (pod.get("status") or {}).get("podIP")
+        if not ip or (pod.get("status") or {}).get("phase") != "Running":
+            continue
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            continue
+        host = f"[{address}]" if address.version == 6 else str(address)
+        return f"http://{host}:{REST_PORT}"
+    return None
 
 
 def _api_message(exc: Any) -> str:

@@ -62,9 +62,10 @@ def observe_app(
     jar = app_jar_check(fetcher, target) if target is not None else None
     names = cluster_names(name)
     try:
-        running = kube.jobmanager_job_id(namespace, names, uid)
+        look = kube.look(namespace, names, uid, via)
     except AppClusterError as exc:
         return Observation(flink_error=f"the application cluster could not be read: {exc}"), None
+    running = look.job_id
     # The cluster's settings as the operator wrote them for the start that runs (not read back from the
     # JobManager: that answer is cached by REST URL, and a pod IP passes from one cluster to the next).
     cluster = _running_cluster(spec, status, running)
@@ -75,13 +76,9 @@ def observe_app(
         cluster_ha=high_availability(config),
         jar=jar,
     )
-    if running is None:
+    if running is None or look.readiness is None:
         return _no_cluster(base, status), None
-    try:
-        readiness = kube.readiness(namespace, names, running)
-        url = kube.rest_url(namespace, names, running, via)
-    except AppClusterError as exc:
-        return Observation(flink_error=f"the application cluster could not be read: {exc}"), None
+    readiness, url = look.readiness, look.rest_url
     problems = readiness.problems
     view = AppView(running, readiness.summary(), str(problems[0]) if problems else None)
     if url is None:
@@ -125,4 +122,3 @@ def _no_cluster(base: Observation, status: Status) -> Observation:
         job=JobView(job_id, None) if job_id else None,
         new_job=JobView(new_id, None) if new_id else None,
     )
-

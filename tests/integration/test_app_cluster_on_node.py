@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from flinkop.app_cluster import FLINKJOB_LABEL, GENERATION_LABEL, JOB_ID_LABEL, ClusterStart, build_cluster
-from flinkop.app_cluster_kube import AppClusterError, AppClusterKube, ClusterReadiness
+from flinkop.app_cluster_kube import AppClusterError, AppClusterKube, ClusterReadiness, RestAddress
 from flinkop.spec import parse_spec
 from testbed.app_jobs import DATA_MOUNT, RATE_ARGS, app_spec
 from testbed.flink_rest import FlinkRest
@@ -186,8 +186,20 @@ def test_readiness_names_a_missing_image_an_unschedulable_pod_and_a_crash_loop(
     assert "exited with code 3" in crash.message
     assert "cannot start: the configuration is broken" in crash.message
 
-    # Deleting one generation's objects by its label leaves another FlinkJob's cluster alone.
+    # A pass's one look at a cluster: the job its JobManager runs, the same readiness, and no address
+    # while no JobManager pod runs; nothing of a cluster the FlinkJob does not own.
     objects = started["missing"]
+    look = clusters.look(own_app_ns, objects.names, missing["metadata"]["uid"], RestAddress.POD_IP)
+    assert look.job_id == objects.job_id and look.rest_url is None
+    assert look.readiness is not None and [p.reason for p in look.readiness.jobmanager.problems] == ["ImageMissing"]
+    apart = clusters.readiness(own_app_ns, objects.names, objects.job_id)
+    assert (look.readiness.jobmanager.wanted, look.readiness.taskmanager.wanted) == (1, apart.taskmanager.wanted)
+    assert look.readiness.taskmanager.total == apart.taskmanager.total > 0
+    by_service = clusters.look(own_app_ns, objects.names, missing["metadata"]["uid"], RestAddress.SERVICE)
+    assert by_service.rest_url == f"http://{objects.names.service}.{own_app_ns}.svc:8081"
+    assert clusters.look(own_app_ns, objects.names, crashing["metadata"]["uid"], RestAddress.SERVICE).job_id is None
+
+    # Deleting one generation's objects by its label leaves another FlinkJob's cluster alone.
     deleted = clusters.delete(own_app_ns, objects.names, missing["metadata"]["uid"], generation="not-this-one")
     assert deleted == []
     deleted = clusters.delete(own_app_ns, objects.names, missing["metadata"]["uid"], generation=objects.generation)

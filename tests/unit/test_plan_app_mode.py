@@ -619,19 +619,14 @@ class _Kube:
     job_id: str | None
     calls: list[str] = field(default_factory=list)
 
-    def jobmanager_job_id(self, namespace: str, names: object, uid: str) -> str | None:
-        self.calls.append("jobmanager_job_id")
-        return self.job_id
+    def look(self, namespace: str, names: object, uid: str, via: RestAddress) -> object:
+        from flinkop.app_cluster_kube import ClusterLook, ClusterReadiness, ComponentReadiness
 
-    def readiness(self, namespace: str, names: object, job_id: str | None = None) -> object:
-        from flinkop.app_cluster_kube import ClusterReadiness, ComponentReadiness
-
-        self.calls.append("readiness")
-        return ClusterReadiness(ComponentReadiness(0, 1, 1), ComponentReadiness(0, 0, 1))
-
-    def rest_url(self, namespace: str, names: object, job_id: str, via: RestAddress) -> str | None:
-        self.calls.append("rest_url")
-        return None  # no JobManager pod with an address yet
+        self.calls.append("look")
+        if self.job_id is None:
+            return ClusterLook(None)
+        # Its pods are there, none ready, and no JobManager pod has an address yet.
+        return ClusterLook(self.job_id, ClusterReadiness(ComponentReadiness(0, 1, 1), ComponentReadiness(0, 0, 1)))
 
 
 class _NoFetcher:
@@ -682,7 +677,7 @@ def test_a_cluster_without_a_jobmanager_address_is_starting_and_nothing_of_its_j
     assert obs.app is not None and obs.app.starting and obs.app.job_id == NEW_JOB
     assert obs.app.readiness == "JobManager 0/1 ready, TaskManagers 0/1 ready"
     assert obs.job is None and obs.new_job is None and obs.flink_error is None
-    assert kube.calls == ["jobmanager_job_id", "readiness", "rest_url"]
+    assert kube.calls == ["look"], "the cluster is read once per pass"
 
 
 # -- where an action goes --------------------------------------------------------------------
