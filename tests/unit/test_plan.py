@@ -936,7 +936,8 @@ def test_deletion_gives_up_on_the_savepoint_after_the_deadline() -> None:
     )
     assert d.done_deleting
     assert d.action is None
-    assert "DeleteGaveUp" in event_reasons(d)
+    [event] = [e for e in d.events if e.reason == "DeleteGaveUp"]
+    assert OLD_JOB in event.message and "left as it is on the cluster" in event.message
 
 
 def test_deletion_retries_a_failed_final_savepoint_until_the_deadline() -> None:
@@ -975,7 +976,9 @@ def test_deletion_without_a_savepoint_directory_leaves_the_job_and_says_so() -> 
     )
     assert d.done_deleting
     assert d.action is None
-    assert "DeleteGaveUp" in event_reasons(d)
+    [event] = [e for e in d.events if e.reason == "DeleteGaveUp"]
+    assert "no savepoint directory is configured" in event.message
+    assert f"job {OLD_JOB} was left running on the cluster" in event.message
 
 
 def test_deletion_waits_for_an_upgrade_savepoint_under_way() -> None:

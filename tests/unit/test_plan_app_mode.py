@@ -592,6 +592,21 @@ def test_deleting_a_running_job_stops_it_with_a_final_savepoint_through_its_jobm
     assert (done.status.last_savepoint.path, done.status.last_savepoint.reason) == (SP_PATH, "delete")
 
 
+def test_a_final_savepoint_past_the_deletion_deadline_says_the_job_ends_with_its_cluster_not_that_it_runs_on() -> None:
+    up = app_obs(answering_cluster(OLD_JOB), job=job(OLD_JOB))
+    d = run(A1, app_steady(), up, deleting=True, deadline=DEADLINE, fresh_id=TRIGGER)
+    waiting = app_obs(answering_cluster(OLD_JOB), job=job(OLD_JOB), savepoint=savepoint("IN_PROGRESS"))
+    gave_up = run(A1, d.status, waiting, now=DEADLINE, deleting=True, deadline=DEADLINE)
+    assert gave_up.done_deleting and gave_up.action is None
+    [event] = [e for e in gave_up.events if e.reason == "DeleteGaveUp"]
+    assert OLD_JOB in event.message and "ends without a final savepoint" in event.message
+    assert "cluster is removed with the FlinkJob" in event.message and "left" not in event.message
+    # Past the deadline before any savepoint was asked for: the same account of the job.
+    late = run(A1, app_steady(), up, now=DEADLINE, deleting=True, deadline=DEADLINE)
+    [event] = [e for e in late.events if e.reason == "DeleteGaveUp"]
+    assert "ends without a final savepoint" in event.message and "the deletion timed out" in event.message
+
+
 def test_deleting_while_its_cluster_does_not_answer_waits_until_the_deadline_then_gives_up_naming_it() -> None:
     starting = app_obs(starting_cluster(OLD_JOB, problem=IMAGE_MISSING))
     before = run(A1, app_steady(), starting, now=at(10), deleting=True, deadline=DEADLINE)

@@ -32,6 +32,14 @@ def delete_given_up(d: Draft, why: str) -> Decision:
     return d.finish(done_deleting=True)
 
 
+def _left_behind(d: Draft, job_id: str | None, session_text: str) -> str:
+    """What becomes of a job the deletion gave up on: on a session cluster it stays as it is; in
+    application mode it ends, without a final savepoint, when its cluster goes with the FlinkJob."""
+    if d.inp.observation.app is not None:
+        return f"job {job_id} ends without a final savepoint, as its cluster is removed with the FlinkJob"
+    return session_text
+
+
 def plan_delete(d: Draft, spec: FlinkJobSpec) -> Decision:
     s = d.status
     obs = d.inp.observation
@@ -39,9 +47,10 @@ def plan_delete(d: Draft, spec: FlinkJobSpec) -> Decision:
     past_deadline = d.inp.delete_deadline is not None and naive(d.inp.now) >= naive(d.inp.delete_deadline)
     if up is not None and up.kind == st.DELETE:
         if past_deadline:
+            left = _left_behind(d, up.from_job_id, "the job was left as it is on the cluster")
             message = (
                 f"Gave up on a final savepoint of job {up.from_job_id} after the deletion timeout "
-                f"({up.last_error or 'savepoint not completed'}); the job was left as it is on the cluster."
+                f"({up.last_error or 'savepoint not completed'}); {left}."
             )
             d.event("DeleteGaveUp", message, warning=True)
             d.status = replace(s, upgrade=None, message=message)
@@ -73,9 +82,9 @@ def plan_delete(d: Draft, spec: FlinkJobSpec) -> Decision:
         return d.finish(done_deleting=True)
     directory = savepoint_directory(spec, obs)
     if directory is None or past_deadline:
-        message = f"Job {active.job_id} was left running on the cluster: " + (
-            "no savepoint directory is configured." if directory is None else "the deletion timed out."
-        )
+        why = "no savepoint directory is configured" if directory is None else "the deletion timed out"
+        left = _left_behind(d, active.job_id, f"job {active.job_id} was left running on the cluster")
+        message = f"No final savepoint ({why}): {left}."
         d.event("DeleteGaveUp", message, warning=True)
         return d.finish(done_deleting=True)
     now = format_time(d.inp.now)
