@@ -23,12 +23,14 @@ from flinkop.observation import JobView
 
 log = logging.getLogger("flinkop")
 
-Signature = tuple[str, bool]  # (job state or MISSING, every task running)
-MISSING: Signature = ("MISSING", False)
+# (job state or MISSING, every task running, Flink's start-time of the job): a JobManager that restarted
+# and ran the job again between two looks shows only in the start-time.
+Signature = tuple[str, bool, int]
+MISSING: Signature = ("MISSING", False, 0)
 
 
 def signature_of(info: JobInfo | None) -> Signature:
-    return MISSING if info is None else (info.state, info.all_vertices_running)
+    return MISSING if info is None else (info.state, info.all_vertices_running, info.start_time_ms)
 
 
 def seen(view: JobView | None) -> Signature:

@@ -220,6 +220,9 @@ class Status:
     rescale_pending_until: str | None = None  # a rescale waits for minRescaleIntervalSeconds until then
     cluster_readiness: str | None = None  # application mode: the cluster's pods (AppView.readiness)
     started_from: str | None = None  # the savepoint job_id was started from (None: without state)
+    # When Flink last started job_id (its start-time): a later one for the same job id is a new
+    # JobMaster (a JobManager that restarted), which in application mode without HA restores started_from.
+    job_start_time: str | None = None
     message: str = ""
     conditions: tuple[Mapping[str, Any], ...] = field(default=())
     observed_generation: int | None = None
@@ -256,6 +259,7 @@ class Status:
             "rescalePendingUntil": self.rescale_pending_until,
             "clusterReadiness": self.cluster_readiness,
             "startedFrom": self.started_from,
+            "jobStartTime": self.job_start_time,
             "message": self.message,
             "conditions": [dict(c) for c in self.conditions],
             "observedGeneration": self.observed_generation,
@@ -289,6 +293,7 @@ class Status:
             rescale_pending_until=d.get("rescalePendingUntil"),
             cluster_readiness=d.get("clusterReadiness"),
             started_from=d.get("startedFrom"),
+            job_start_time=d.get("jobStartTime"),
             message=str(d.get("message") or ""),
             conditions=tuple(d.get("conditions") or ()),
             observed_generation=d.get("observedGeneration"),

@@ -422,6 +422,9 @@ def test_the_operator_deploys_upgrades_rescales_suspends_resumes_and_deletes_an_
     assert rescaled["jobId"] == job2 and rescaled["parallelism"] == 3
     assert rest2.job_parallelism(job2) == 3 and rest2.get("/overview")["taskmanagers"] == 2
     assert rescaled["lastSavepoint"]["path"] == savepoint, "no savepoint: the job was not stopped"
+    # Flink keeps a job's start-time across an in-place rescale: it is not taken for a restarted JobManager.
+    assert rescaled["jobStartTime"] == second["jobStartTime"]
+    assert "JobManagerRestarted" not in {e["reason"] for e in jobs.events("app")}
 
     # (c) Suspend: a savepoint, recorded, then the cluster goes.
     jobs.patch_spec("app", {"state": "suspended"})
@@ -445,6 +448,26 @@ def test_the_operator_deploys_upgrades_rescales_suspends_resumes_and_deletes_an_
     rest3 = FlinkRest(_wait(lambda: _rest_url(kube, own_app_ns, job3), 60, "the resumed JobManager's pod IP"))
     assert rest3.restored_from(job3) == suspended["lastSavepoint"]["path"]
     assert resumed["startedFrom"] == suspended["lastSavepoint"]["path"]
+
+    # (d2) Its JobManager pod is deleted. Without high availability the new pod runs the same job id again
+    # from the savepoint in its start arguments: the status and a Warning Event say so.
+    jm_selector = f"{FLINKJOB_LABEL}=app,flinkop.io/component=jobmanager"
+    kube.kubectl("delete", "pods", "-n", own_app_ns, "-l", jm_selector, "--wait=false")
+    restarted = jobs.wait(
+        "app",
+        lambda r: (r.get("status") or {}).get("jobStartTime", "") > resumed["jobStartTime"]
+        and (r.get("status") or {}).get("phase") == "Running",
+        "the job started again by a new JobManager, and seen",
+        timeout=240,
+        interval=1,
+    )["status"]
+    assert restarted["jobId"] == job3 and restarted["startedFrom"] == resumed["startedFrom"]
+    warned = [e for e in jobs.events("app") if e["reason"] == "JobManagerRestarted"]
+    assert len(warned) == 1 and warned[0]["type"] == "Warning"
+    assert job3 in warned[0]["message"] and resumed["startedFrom"] in warned[0]["message"]
+    rest3 = FlinkRest(_wait(lambda: _rest_url(kube, own_app_ns, job3), 60, "the new JobManager's pod IP"))
+    assert rest3.restored_from(job3) == resumed["startedFrom"]
+    assert _jobmanager_job_ids(kube, own_app_ns, "app") == {job3}
 
     # (e) A manual savepoint through the JobManager, with a history of one: retention disposes of the
     # upgrade's savepoint through the JobManager, never the one the running cluster was started from.

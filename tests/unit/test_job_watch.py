@@ -10,7 +10,7 @@ from collections.abc import Callable
 from flinkop.flink_client import FlinkClient, FlinkUnreachable, JobInfo
 from flinkop.job_watch import MISSING, JobWatch
 
-RUNNING_ALL = ("RUNNING", True)
+RUNNING_ALL = ("RUNNING", True, 0)
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -20,8 +20,8 @@ def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-def info(job_id: str, state: str = "RUNNING", running: int = 2, total: int = 2) -> JobInfo:
-    return JobInfo(id=job_id, name="j", state=state, tasks=(running, total))
+def info(job_id: str, state: str = "RUNNING", running: int = 2, total: int = 2, started: int = 0) -> JobInfo:
+    return JobInfo(id=job_id, name="j", state=state, tasks=(running, total), start_time_ms=started)
 
 
 class Lists:
@@ -56,6 +56,26 @@ def test_only_the_flinkjob_whose_job_changed_is_woken_and_each_cluster_is_read_o
         lists.jobs[a.base_url] = {"j1": info("j1", "FAILED", 0, 2), "j2": info("j2")}
         wait_for(lambda: "u1" in woken)
         assert "u2" not in woken and "u3" not in woken
+    finally:
+        watch.stop()
+
+
+def test_a_job_started_again_between_two_looks_wakes_its_flinkjob_though_it_runs_as_before() -> None:
+    """A JobManager that restarted (application mode) runs the same job id again, every task running:
+    only its start-time tells, and the pass must see it (it reports a restart without HA)."""
+    lists = Lists()
+    a = FlinkClient("http://a:8081")
+    lists.jobs = {a.base_url: {"j1": info("j1", started=1000), "j2": info("j2", started=1000)}}
+    woken: list[str] = []
+    watch = JobWatch(lists, woken.append, interval=0.05)
+    try:
+        watch.track("same", a, "j1", ("RUNNING", True, 1000))
+        watch.track("restarted", a, "j2", ("RUNNING", True, 1000))
+        wait_for(lambda: lists.reads.get(a.base_url, 0) >= 2)
+        assert woken == []
+        lists.jobs[a.base_url] = {"j1": info("j1", started=1000), "j2": info("j2", started=9000)}
+        wait_for(lambda: "restarted" in woken)
+        assert "same" not in woken
     finally:
         watch.stop()
 

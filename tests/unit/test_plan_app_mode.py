@@ -10,6 +10,7 @@ decided, with observations as observe_app makes them (tests/unit/planner_kit.py)
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, cast
 
 import pytest
@@ -26,14 +27,15 @@ from flinkop.actions import (
 )
 from flinkop.app_acts import AppClusterActs
 from flinkop.app_cluster_kube import AppClusterError, AppClusterKube, RestAddress
-from flinkop.flink_client import FlinkClient, FlinkError, FlinkUnreachable
+from flinkop.flink_client import FlinkClient, FlinkError, FlinkUnreachable, StartProgress
 from flinkop.jars import JarFetcher
-from flinkop.observation import APP_JAR_ID, Observation
+from flinkop.observation import APP_JAR_ID, JobView, Observation
 from flinkop.observe_app import app_jar_check, observe_app
 from flinkop.plan import Decision
 from flinkop.reconcile import in_application_mode, mode_change_refusal
 from flinkop.spec import FlinkJobSpec
 from flinkop.status import Savepoint, Status, Upgrade
+from flinkop.times import format_time_ms
 from planner_kit import (
     APP_JAR,
     FRESH,
@@ -520,6 +522,78 @@ def test_a_suspended_session_job_resumes_on_its_own_cluster_from_the_suspend_sav
     assert mode_change_refusal(A1, suspended) is None and in_application_mode(A1, suspended)
     d = run(A1, suspended, no_cluster(suspended, app_jar()), fresh_id=NEW_JOB)
     assert d.action == SubmitJob(APP_JAR_ID, NEW_JOB, A1.deployment, SP_PATH, False)
+
+
+# -- 6b. a JobManager that restarts without high availability ---------------------------------
+
+T_START = int((at(-3600) - datetime(1970, 1, 1)).total_seconds() * 1000)  # Flink's start-time of the job (ms)
+T_START_ISO = format_time_ms(at(-3600))
+
+
+def _started(job_id: str, at_ms: int) -> JobView:
+    view = job(job_id)
+    assert view.info is not None
+    return JobView(job_id, replace(view.info, start_time_ms=at_ms))
+
+
+def test_a_jobmanager_that_ran_the_job_again_from_its_start_savepoint_is_reported_once() -> None:
+    """Without HA, a restarted JobManager runs the same job id again from the savepoint in its start
+    arguments: nothing fails, only the job's start-time moves. The state since then was lost or is
+    replayed: a Warning Event and the message say so, once, naming the savepoint."""
+    running = app_steady(started_from=SP_PATH, job_start_time=T_START_ISO)
+    same = run(A1, running, app_obs(answering_cluster(OLD_JOB), job=_started(OLD_JOB, T_START)))
+    assert same.events == () and same.status.job_start_time == T_START_ISO
+
+    later = T_START + 600_000
+    again = run(A1, running, app_obs(answering_cluster(OLD_JOB), job=_started(OLD_JOB, later)))
+    [event] = [e for e in again.events if e.reason == "JobManagerRestarted"]
+    assert event.type == "Warning" and OLD_JOB in event.message and SP_PATH in event.message
+    assert "high availability" in event.message and again.status.message == event.message
+    assert again.status.job_start_time == format_time_ms(at(-3000))
+    assert again.status.job_id == OLD_JOB and again.action is None and again.status.phase == "Running"
+    told = run(A1, again.status, app_obs(answering_cluster(OLD_JOB), job=_started(OLD_JOB, later)))
+    assert "JobManagerRestarted" not in event_reasons(told), "said once"
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "obs"),
+    [
+        pytest.param(
+            A1,
+            app_steady(started_from=SP_PATH, job_start_time=T_START_ISO),
+            app_obs(answering_cluster(OLD_JOB), job=_started(OLD_JOB, T_START + 600_000), cluster_ha=True),
+            id="application-mode-with-ha",  # recovered from its latest checkpoint
+        ),
+        pytest.param(
+            S1,
+            steady(S1, job_start_time=T_START_ISO),
+            Observation(job=_started(OLD_JOB, T_START + 600_000)),
+            id="session-cluster",  # a JobManager failover there keeps or loses the job, never replays it
+        ),
+        pytest.param(
+            A1, app_steady(), app_obs(answering_cluster(OLD_JOB), job=_started(OLD_JOB, T_START)), id="first-seen"
+        ),
+    ],
+)
+def test_a_new_start_time_is_recorded_without_a_warning_where_no_state_was_replayed(
+    spec: FlinkJobSpec, status: Status, obs: Observation
+) -> None:
+    d = run(spec, status, obs)
+    assert "JobManagerRestarted" not in event_reasons(d)
+    assert d.status.job_start_time is not None and d.status.job_start_time != status.job_start_time
+
+
+def test_the_start_time_of_a_new_version_is_recorded_when_it_runs_so_it_is_never_taken_for_a_restart() -> None:
+    starting = replace(_upgrade_starting(A2, last_stable=A1, source=A1), job_start_time=T_START_ISO)
+    new_start = T_START + 3_610_000  # NOW + 10 s
+    checkpointed = StartProgress(checkpointing=True, latest_checkpoint_ms=new_start + 5_000)
+    up = app_obs(
+        answering_cluster(NEW_JOB), app_jar(), new_job=_started(NEW_JOB, new_start), new_job_progress=checkpointed
+    )
+    done = run(A2, starting, up, now=at(30))
+    assert done.status.job_id == NEW_JOB and done.status.job_start_time == format_time_ms(at(10))
+    after = run(A2, done.status, app_obs(answering_cluster(NEW_JOB), job=_started(NEW_JOB, new_start)), now=at(31))
+    assert "JobManagerRestarted" not in event_reasons(after)
 
 
 # -- 7. no rollback across modes --------------------------------------------------------------

@@ -12,14 +12,15 @@ start that already failed, which nothing waits for (a rollback or a fixed spec r
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flinkop import status as st
+from flinkop.flink_client import JobInfo
 from flinkop.observation import AppView
 from flinkop.plan.common import POLL, Decision, Draft, naive, phase_for
 from flinkop.spec import FlinkJobSpec
 from flinkop.status import Upgrade
-from flinkop.times import parse_time
+from flinkop.times import format_time_ms, parse_time
 
 
 def starting_here(up: Upgrade | None, app: AppView | None) -> bool:
@@ -88,3 +89,39 @@ rollback or stall by restoreFailurePolicy)."""
         d.event("ClusterNotReady", message, warning=True)
     d.status = replace(d.status, phase=phase, message=message)
     return d.finish(requeue=POLL)
+
+
+def job_start_time(info: JobInfo) -> str | None:
+    """Flink's start-time of a job, as the status keeps it (None: Flink gave none)."""
+    if info.start_time_ms <= 0:
+        return None
+    return format_time_ms(datetime(1970, 1, 1) + timedelta(milliseconds=info.start_time_ms))
+
+
+def note_job_start(d: Draft, info: JobInfo) -> None:
+    """Records when Flink started the running job. A later start of the same job id is a new JobMaster
+    (a rescale, in place or not, keeps it): in application mode without high availability, a JobManager
+    that restarted and ran the job again from the savepoint in its start arguments. That is said once,
+    in a Warning Event and the status message: what the job processed since then it processes again."""
+    started = job_start_time(info)
+    if started is None or started == d.status.job_start_time:
+        return
+    recorded, now_started = parse_time(d.status.job_start_time), parse_time(started)
+    obs = d.inp.observation
+    later = recorded is not None and now_started is not None and now_started > recorded
+    if later and obs.app is not None and not obs.cluster_ha:
+        source = d.status.started_from
+        restored = (
+            f"from savepoint {source}, the one its cluster was started from, not from its latest checkpoint"
+            if source
+            else "without state, as its cluster was started without a savepoint"
+        )
+        message = (
+            f"Job {d.status.job_id} was started again at {started} by a new JobManager (its pod restarted, and "
+            f"the cluster has no high availability): it ran again {restored}. What it processed since that start "
+            "is processed again, or lost for sources that cannot replay it. Configure Flink's Kubernetes high "
+            "availability in spec.cluster.flinkConfiguration to recover from the latest checkpoint."
+        )
+        d.event("JobManagerRestarted", message, warning=True)
+        d.status = replace(d.status, message=message)
+    d.status = replace(d.status, job_start_time=started)

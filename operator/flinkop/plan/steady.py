@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from flinkop import status as st
 from flinkop.actions import DeleteCluster, SubmitJob
+from flinkop.plan.app import note_job_start
 from flinkop.plan.common import NEEDS_A_PERSON, POLL, POLL_FAST, Decision, Draft, Event, naive, stall
 from flinkop.plan.rescale import start_rescale
 from flinkop.plan.savepoints import retention_step, savepoint_work, start_savepoint_op
@@ -176,6 +177,7 @@ def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
             )
             if stable_changed or s.phase != "Running":
                 d.event("Running", f"Job {s.job_id} runs every vertex at parallelism {d.status.parallelism}.")
+            note_job_start(d, info)
             return savepoint_work(d, spec, info.start_time_ms)
         d.status = replace(
             d.status, phase="Deploying", message=f"Job {s.job_id} is {info.state}; waiting for every vertex to run."

@@ -14,9 +14,10 @@ from flinkop.actions import (
     DeleteJar,
     SubmitJob,
 )
+from flinkop.flink_client import JobInfo
 from flinkop.observation import APP_JAR_ID, JarCheck
 from flinkop.plan import stability
-from flinkop.plan.app import starting_here, waiting_for_start
+from flinkop.plan.app import job_start_time, starting_here, waiting_for_start
 from flinkop.plan.common import (
     POLL,
     POLL_FAST,
@@ -185,10 +186,10 @@ def submitting(d: Draft, spec: FlinkJobSpec, up: Upgrade) -> Decision:
             message=f"{phase}: job {up.new_job_id} is {info.state}; waiting for {verdict.awaiting}.",
         )
         return d.finish(requeue=POLL, gate_only=info.all_vertices_running)
-    return upgrade_done(d, up, info.parallelism, obs.jar)
+    return upgrade_done(d, up, info, obs.jar)
 
 
-def upgrade_done(d: Draft, up: Upgrade, parallelism: int, jar: JarCheck | None) -> Decision:
+def upgrade_done(d: Draft, up: Upgrade, info: JobInfo, jar: JarCheck | None) -> Decision:
     s = d.status
     old_jar = s.jar_id
     new_jar = jar.cluster_jar_id if jar is not None and jar.uri == up.target.jar_uri else old_jar
@@ -212,7 +213,8 @@ def upgrade_done(d: Draft, up: Upgrade, parallelism: int, jar: JarCheck | None) 
         phase="Running",
         job_id=up.new_job_id,
         job_state="RUNNING",
-        parallelism=parallelism,
+        parallelism=info.parallelism,
+        job_start_time=job_start_time(info),
         deployed=up.target,
         last_stable=up.target,
         upgrade=None,
@@ -286,6 +288,7 @@ def start_failed(d: Draft, spec: FlinkJobSpec, up: Upgrade, cause: str, unstable
         s,
         upgrade=None,
         job_id=up.new_job_id,
+        job_start_time=None,
         job_state="CANCELED" if unstable else "FAILED",
         deployed=up.target,
         last_savepoint=s.last_savepoint
