@@ -556,6 +556,33 @@ def test_a_jobmanager_that_ran_the_job_again_from_its_start_savepoint_is_reporte
 
 
 @pytest.mark.parametrize(
+    "wanted",
+    [
+        pytest.param(A1, id="same-spec"),
+        pytest.param(A2, id="spec-changed-meanwhile"),
+        pytest.param(make_app_spec(state="suspended"), id="suspend-asked-meanwhile"),
+    ],
+)
+def test_a_restarted_jobmanager_that_does_not_list_its_job_yet_is_waited_for_never_taken_for_lost(
+    wanted: FlinkJobSpec,
+) -> None:
+    """Seen on the real node under load: the new JobManager pod answered before it had submitted the job
+    again, and the pass took the job for lost and started a new cluster with a new job id. It waits now:
+    no new start (that would replace the cluster the job runs again on), no suspend without a savepoint."""
+    last = Savepoint(SP_PATH, iso(at(-600)), "suspend")
+    running = app_steady(started_from=SP_PATH, job_start_time=T_START_ISO, last_savepoint=last)
+    not_listed = app_obs(answering_cluster(OLD_JOB), app_jar(), job=gone(OLD_JOB))
+    waiting = run(wanted, running, not_listed, fresh_id=NEW_JOB)
+    assert waiting.action is None and waiting.requeue_after is not None
+    assert waiting.status.job_id == OLD_JOB and waiting.status.upgrade is None
+    assert "does not list the job yet" in waiting.status.message
+    assert not {"LostJobRestarted", "Suspended", "ClusterRemoved"} & set(event_reasons(waiting))
+    back = app_obs(answering_cluster(OLD_JOB), app_jar(), job=_started(OLD_JOB, T_START + 60_000))
+    listed = run(A1, waiting.status, back)
+    assert listed.status.phase == "Running" and "JobManagerRestarted" in event_reasons(listed)
+
+
+@pytest.mark.parametrize(
     ("spec", "status", "obs"),
     [
         pytest.param(

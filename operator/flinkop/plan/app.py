@@ -4,9 +4,10 @@ A start in application mode is the cluster's objects applied for the job id reco
 JobManager then runs the job under that id. Until its REST API answers and lists the job, nothing is
 known of the job: the planner waits (saying how far the pods are and why one cannot start), and a
 start that does not come up within stabilityTimeoutSeconds fails like any other start (rollback or
-stall, by restoreFailurePolicy). Outside a start, a JobManager that does not answer is being replaced
-(its pod restarted): the planner waits for it, never taking its job for lost; except the cluster of a
-start that already failed, which nothing waits for (a rollback or a fixed spec replaces it).
+stall, by restoreFailurePolicy). Outside a start, a JobManager that does not answer, or answers without
+listing its job yet (plan.steady), is being replaced (its pod restarted): the planner waits for it,
+never taking its job for lost; except the cluster of a start that already failed, which nothing waits
+for (a rollback or a fixed spec replaces it).
 """
 
 from __future__ import annotations

@@ -86,6 +86,17 @@ def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
         return start_deploy(d, spec, spec.initial_savepoint_path, None)
 
     if job is None or not job.active:
+        app = obs.app
+        if job is not None and job.missing and app is not None and app.answering and app.job_id == s.job_id:
+            # Application mode: the JobManager answers and runs this job id, but does not list the job. A
+            # JobManager that restarted submits it again from its start arguments once it is up (its
+            # configuration keeps a job that ended listed): never taken for lost, stopped or replaced meanwhile.
+            message = (
+                f"The JobManager of job {s.job_id} answers but does not list the job yet: it restarted and "
+                "submits it again; waiting for it."
+            )
+            d.status = replace(s, job_state="MISSING", message=message)
+            return d.finish(requeue=POLL)
         state = job.state if job else "MISSING"
         d.status = replace(s, job_state=state)
         if spec.state == "suspended":
