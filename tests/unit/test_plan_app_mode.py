@@ -576,10 +576,17 @@ def test_a_restarted_jobmanager_that_does_not_list_its_job_yet_is_waited_for_nev
     assert waiting.action is None and waiting.requeue_after is not None
     assert waiting.status.job_id == OLD_JOB and waiting.status.upgrade is None
     assert "does not list the job yet" in waiting.status.message
+    assert condition(waiting, "Ready")["status"] == "False", "its job does not run: not Ready"
+    assert condition(waiting, "Reconciling")["status"] == "True"
     assert not {"LostJobRestarted", "Suspended", "ClusterRemoved"} & set(event_reasons(waiting))
     back = app_obs(answering_cluster(OLD_JOB), app_jar(), job=_started(OLD_JOB, T_START + 60_000))
     listed = run(A1, waiting.status, back)
     assert listed.status.phase == "Running" and "JobManagerRestarted" in event_reasons(listed)
+    assert condition(listed, "Ready")["status"] == "True"
+    # Its JobManager not answering at all (the pod being replaced): not Ready either, and nothing done.
+    down = run(A1, running, app_obs(starting_cluster(OLD_JOB)))
+    assert down.action is None and condition(down, "Ready")["status"] == "False"
+    assert down.status.job_id == OLD_JOB and "does not answer yet" in down.status.message
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,9 @@ def cluster_starting(d: Draft, spec: FlinkJobSpec) -> Decision:
     message = f"The application cluster of job {app.job_id} does not answer yet: {app.readiness}."
     if app.problem and d.status.message != message:
         d.event("ClusterNotReady", message, warning=True)
-    d.status = replace(d.status, message=message)
+    # A job at rest whose JobManager is being replaced is not Ready until it answers and runs the job again.
+    phase = "Deploying" if d.status.phase == "Running" and up is None and not d.inp.deleting else d.status.phase
+    d.status = replace(d.status, phase=phase, message=message)
     return d.finish(requeue=POLL)
 
 

@@ -95,7 +95,9 @@ def plan_steady(d: Draft, spec: FlinkJobSpec) -> Decision:
                 f"The JobManager of job {s.job_id} answers but does not list the job yet: it restarted and "
                 "submits it again; waiting for it."
             )
-            d.status = replace(s, job_state="MISSING", message=message)
+            # Not Ready meanwhile: the job does not run (back to Running, with its Event, once it does).
+            phase = "Deploying" if s.phase == "Running" else s.phase
+            d.status = replace(s, phase=phase, job_state="MISSING", message=message)
             return d.finish(requeue=POLL)
         state = job.state if job else "MISSING"
         d.status = replace(s, job_state=state)
